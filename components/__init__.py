@@ -1,0 +1,1 @@
+"""Pulumi components that declare the QuickPort backup strategy (see README, "What each piece enforces")."""

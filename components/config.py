@@ -1,0 +1,400 @@
+"""The stack configuration: one typed object, parsed and validated once.
+
+Every value the program, the policy pack and the operator CLI need comes from here. A bad value
+raises ConfigError with one line naming the key (as written in Pulumi.<stack>.yaml), the value and
+what is allowed, before any resource is declared.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+NAMESPACE = "quickport-backup"
+DEFAULT_REGION = "ap-south-1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+LOCK_MODES = ("governance", "compliance")
+COMPRESSIONS = ("zstd", "gzip")
+
+# prod-root-YYYY-MM-DD-before-<action>; the action is lowercase kebab-case, at most 48 characters.
+ACTION_MAX_LEN = 48
+ACTION_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+SNAPSHOT_NAME_RE = re.compile(r"^prod-root-(\d{4}-\d{2}-\d{2})-before-(.+)$")
+
+_ID_RE = {
+    "instance": re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
+    "volume": re.compile(r"^vol-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
+    "eipalloc": re.compile(r"^eipalloc-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
+}
+# AWS Backup, EventBridge and SSM State Manager share this six-field cron form.
+CRON_RE = re.compile(r"^cron\((\S+ ){5}\S+\)$")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+SSM_PARAMETER_RE = re.compile(r"^/?[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*$")
+DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+IAM_ROLE_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """A stack configuration value is wrong. str() is the one line shown to the user."""
+
+
+# --- value checks: each returns the clean value or raises ConfigError naming the key --------------
+
+def _err(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{NAMESPACE}:{key} = {value!r}: {allowed}")
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _err(key, value, f"must be a whole number from {lo} to {hi}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _err(key, value, "must be true or false")
+    return value
+
+
+def _match(key: str, value: Any, pattern: re.Pattern, allowed: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _err(key, value, allowed)
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise _err(key, value, "must be one of " + ", ".join(choices))
+    return value
+
+
+def _mapping(key: str, value: Any, known: tuple[str, ...]) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _err(key, value, "must be a mapping with keys " + ", ".join(known))
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise _err(f"{key}.{unknown[0]}" if key else unknown[0], value[unknown[0]],
+                   "unknown key; allowed keys are " + ", ".join(known))
+    return value
+
+
+def validate_action(action: Any, key: str = "action") -> str:
+    """The <action> of a pre-maintenance name: lowercase kebab-case, at most 48 characters."""
+    if not isinstance(action, str) or len(action) > ACTION_MAX_LEN or not ACTION_RE.match(action):
+        raise ConfigError(
+            f"{key} {action!r}: must be lowercase kebab-case (a-z, 0-9, single hyphens between words), "
+            f"at most {ACTION_MAX_LEN} characters, e.g. 'php-upgrade'")
+    return action
+
+
+def parse_snapshot_name(name: Any, key: str = "name") -> tuple[dt.date, str]:
+    """Split 'prod-root-YYYY-MM-DD-before-<action>' into its real calendar date and action."""
+    rule = "must be prod-root-YYYY-MM-DD-before-<action> with a real date and a lowercase kebab-case action"
+    m = SNAPSHOT_NAME_RE.match(name) if isinstance(name, str) else None
+    if not m:
+        raise ConfigError(f"{key} {name!r}: {rule}")
+    try:
+        date = dt.date.fromisoformat(m.group(1))
+    except ValueError:
+        raise ConfigError(f"{key} {name!r}: {m.group(1)} is not a calendar date; {rule}") from None
+    validate_action(m.group(2), key=f"{key} {name!r} action")
+    return date, m.group(2)
+
+
+def snapshot_name(date: dt.date, action: str) -> str:
+    return f"prod-root-{date.isoformat()}-before-{validate_action(action)}"
+
+
+# --- the typed configuration ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VaultLock:
+    mode: str = "governance"          # governance: removable by privileged IAM; compliance: by nobody
+    min_retention_days: int = 7       # recovery points cannot be kept shorter than this
+    max_retention_days: int = 35      # nor longer (keeps a typo from keeping data for years)
+    changeable_for_days: Optional[int] = None  # compliance only: grace days before the lock is final
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    vault_name: str = "quickport-prod-vault"
+    plan_name: str = "quickport-prod-daily"
+    schedule: str = "cron(0 20 * * ? *)"   # 20:00 UTC = 01:30 IST, the quietest hour
+    retention_days: int = 7
+    vault_lock: VaultLock = field(default_factory=VaultLock)
+    alert_email: Optional[str] = None
+    copy_to_region: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RecycleBinConfig:
+    retention_days: int = 7
+    lock: bool = True
+    unlock_delay_days: int = 7
+
+
+@dataclass(frozen=True)
+class SnapshotLock:
+    mode: str = "governance"
+    days: int = 30
+    cool_off_hours: int = 0   # compliance only: hours in which a compliance lock can still be removed
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    volume_id: str
+    lock: SnapshotLock
+    date: dt.date
+    action: str
+
+
+@dataclass(frozen=True)
+class DumpConfig:
+    bucket_name: str = "quickport-prod-db-dumps"
+    prefix: str = "mysql"
+    files_prefix: str = "files"
+    database: str = "quickport_crm_laravel"
+    schedule: str = "cron(30 20 * * ? *)"   # 30 minutes after the snapshot window
+    retention_days: int = 30
+    noncurrent_retention_days: int = 7
+    password_parameter: str = "/quickport/prod/mysql/backup-password"
+    user: str = "backup"
+    compression: str = "zstd"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    region: str
+    instance_id: str
+    root_volume_id: str
+    elastic_ip_allocation_id: str
+    instance_role_name: str
+    backup: BackupConfig
+    recycle_bin: RecycleBinConfig
+    baselines: tuple[Baseline, ...]
+    dumps: DumpConfig
+    files: tuple[str, ...]
+    stack: str = "prod"
+
+
+TOP_LEVEL_KEYS = ("instanceId", "rootVolumeId", "elasticIpAllocationId", "instanceRoleName",
+                  "backup", "recycleBin", "baselines", "dumps", "files")
+DEFAULT_FILES = ("/var/www/quickport/.env", "/opt/gt06-server")
+
+
+def _parse_vault_lock(raw: Any, retention_days: int) -> VaultLock:
+    key = "backup.vaultLock"
+    v = _mapping(key, raw, ("mode", "minRetentionDays", "maxRetentionDays", "changeableForDays"))
+    mode = _choice(f"{key}.mode", v.get("mode", "governance"), LOCK_MODES)
+    lo = _int(f"{key}.minRetentionDays", v.get("minRetentionDays", 7), 1, 36500)
+    hi = _int(f"{key}.maxRetentionDays", v.get("maxRetentionDays", 35), 1, 36500)
+    if hi < lo:
+        raise _err(f"{key}.maxRetentionDays", hi, f"must be at least minRetentionDays ({lo})")
+    if not lo <= retention_days <= hi:
+        # AWS Backup fails every job whose lifecycle is outside the lock's range.
+        raise _err("backup.retentionDays", retention_days,
+                   f"must lie within the vault lock range {lo}..{hi} days")
+    changeable = v.get("changeableForDays")
+    if mode == "compliance":
+        changeable = _int(f"{key}.changeableForDays", 3 if changeable is None else changeable, 3, 36500)
+    elif changeable is not None:
+        raise _err(f"{key}.changeableForDays", changeable,
+                   "only applies to mode compliance; remove it for governance")
+    return VaultLock(mode, lo, hi, changeable)
+
+
+def _parse_backup(raw: Any) -> BackupConfig:
+    b = _mapping("backup", raw, ("vaultName", "planName", "schedule", "retentionDays", "vaultLock",
+                                 "alertEmail", "copyToRegion"))
+    d = BackupConfig()
+    retention = _int("backup.retentionDays", b.get("retentionDays", d.retention_days), 1, 36500)
+    copy_region = b.get("copyToRegion")
+    email = b.get("alertEmail")
+    return BackupConfig(
+        vault_name=_match("backup.vaultName", b.get("vaultName", d.vault_name), NAME_RE,
+                          "must be 1-50 letters, digits, hyphens or underscores"),
+        plan_name=_match("backup.planName", b.get("planName", d.plan_name), NAME_RE,
+                         "must be 1-50 letters, digits, hyphens or underscores"),
+        schedule=_match("backup.schedule", b.get("schedule", d.schedule), CRON_RE,
+                        "must be an AWS cron expression with six fields, e.g. 'cron(0 20 * * ? *)'"),
+        retention_days=retention,
+        vault_lock=_parse_vault_lock(b.get("vaultLock"), retention),
+        alert_email=None if email is None else _match(
+            "backup.alertEmail", email, EMAIL_RE, "must be an email address"),
+        copy_to_region=None if copy_region is None else _match(
+            "backup.copyToRegion", copy_region, REGION_RE, "must be an AWS region name, e.g. ap-southeast-1"),
+    )
+
+
+def _parse_recycle_bin(raw: Any) -> RecycleBinConfig:
+    r = _mapping("recycleBin", raw, ("retentionDays", "lock", "unlockDelayDays"))
+    return RecycleBinConfig(
+        retention_days=_int("recycleBin.retentionDays", r.get("retentionDays", 7), 1, 365),
+        lock=_bool("recycleBin.lock", r.get("lock", True)),
+        unlock_delay_days=_int("recycleBin.unlockDelayDays", r.get("unlockDelayDays", 7), 7, 30),
+    )
+
+
+def _parse_snapshot_lock(key: str, raw: Any) -> SnapshotLock:
+    v = _mapping(key, raw, ("mode", "days", "coolOffHours"))
+    mode = _choice(f"{key}.mode", v.get("mode", "governance"), LOCK_MODES)
+    days = _int(f"{key}.days", v.get("days", 30), 1, 36500)
+    cool_off = v.get("coolOffHours", 0)
+    if mode == "governance" and cool_off:
+        raise _err(f"{key}.coolOffHours", cool_off, "only applies to mode compliance")
+    return SnapshotLock(mode, days, _int(f"{key}.coolOffHours", cool_off, 0, 72))
+
+
+def _parse_baselines(raw: Any) -> tuple[Baseline, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _err("baselines", raw, "must be a list of {name, volumeId, lock}")
+    seen: set[str] = set()
+    out = []
+    for i, item in enumerate(raw):
+        key = f"baselines[{i}]"
+        b = _mapping(key, item, ("name", "volumeId", "lock"))
+        if "name" not in b:
+            raise _err(f"{key}.name", None, "is required: prod-root-YYYY-MM-DD-before-<action>")
+        try:
+            date, action = parse_snapshot_name(b["name"], key=f"{NAMESPACE}:{key}.name")
+        except ConfigError as e:
+            raise ConfigError(str(e)) from None
+        if b["name"] in seen:
+            raise _err(f"{key}.name", b["name"], "must be unique among baselines")
+        seen.add(b["name"])
+        out.append(Baseline(
+            name=b["name"],
+            volume_id=_match(f"{key}.volumeId", b.get("volumeId"), _ID_RE["volume"],
+                             "must be an EBS volume id, vol- followed by 8 or 17 hex digits"),
+            lock=_parse_snapshot_lock(f"{key}.lock", b.get("lock")),
+            date=date, action=action))
+    return tuple(out)
+
+
+def _parse_dumps(raw: Any) -> DumpConfig:
+    d = _mapping("dumps", raw, ("bucketName", "prefix", "filesPrefix", "database", "schedule",
+                                "retentionDays", "noncurrentRetentionDays", "passwordParameter",
+                                "user", "compression"))
+    dflt = DumpConfig()
+    prefix_rule = "must be lowercase path segments of a-z, 0-9, '.', '_' or '-' without leading or trailing '/'"
+    cfg = DumpConfig(
+        bucket_name=_match("dumps.bucketName", d.get("bucketName", dflt.bucket_name), BUCKET_RE,
+                           "must be a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"),
+        prefix=_match("dumps.prefix", d.get("prefix", dflt.prefix), PREFIX_RE, prefix_rule),
+        files_prefix=_match("dumps.filesPrefix", d.get("filesPrefix", dflt.files_prefix), PREFIX_RE,
+                            prefix_rule),
+        database=_match("dumps.database", d.get("database", dflt.database), DATABASE_RE,
+                        "must be a MariaDB database name of 1-64 letters, digits or underscores"),
+        schedule=_match("dumps.schedule", d.get("schedule", dflt.schedule), CRON_RE,
+                        "must be an AWS cron expression with six fields, e.g. 'cron(30 20 * * ? *)'"),
+        retention_days=_int("dumps.retentionDays", d.get("retentionDays", dflt.retention_days), 1, 36500),
+        noncurrent_retention_days=_int("dumps.noncurrentRetentionDays",
+                                       d.get("noncurrentRetentionDays", dflt.noncurrent_retention_days),
+                                       1, 36500),
+        password_parameter=_match(
+            "dumps.passwordParameter", d.get("passwordParameter", dflt.password_parameter), SSM_PARAMETER_RE,
+            "must be the name of an SSM SecureString parameter, e.g. /quickport/prod/mysql/backup-password"),
+        user=_match("dumps.user", d.get("user", dflt.user), re.compile(r"^[A-Za-z0-9_]{1,80}$"),
+                    "must be a MariaDB user name of letters, digits or underscores"),
+        compression=_choice("dumps.compression", d.get("compression", dflt.compression), COMPRESSIONS),
+    )
+    if cfg.prefix == cfg.files_prefix:
+        raise _err("dumps.filesPrefix", cfg.files_prefix, "must differ from dumps.prefix")
+    return cfg
+
+
+def _parse_files(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_FILES
+    if not isinstance(raw, list) or not raw:
+        raise _err("files", raw, "must be a non-empty list of absolute paths")
+    for i, p in enumerate(raw):
+        if (not isinstance(p, str) or not p.startswith("/") or "/../" in p + "/"
+                or any(c.isspace() for c in p) or p == "/"):
+            raise _err(f"files[{i}]", p, "must be an absolute path without '..' or spaces, not '/'")
+    return tuple(raw)
+
+
+def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: str = "prod") -> StackConfig:
+    """Parse the namespace's keys (without the 'quickport-backup:' prefix) into a StackConfig."""
+    raw = _mapping("", raw, TOP_LEVEL_KEYS)
+    for required in ("instanceId", "rootVolumeId", "elasticIpAllocationId"):
+        if raw.get(required) is None:
+            raise _err(required, None, "is required")
+    region = region or DEFAULT_REGION
+    _match_region = REGION_RE.match(region)
+    if not _match_region:
+        raise ConfigError(f"aws:region = {region!r}: must be an AWS region name, e.g. ap-south-1")
+    backup = _parse_backup(raw.get("backup"))
+    if backup.copy_to_region == region:
+        raise _err("backup.copyToRegion", region, "must be a different region from aws:region")
+    return StackConfig(
+        region=region,
+        instance_id=_match("instanceId", raw["instanceId"], _ID_RE["instance"],
+                           "must be an EC2 instance id, i- followed by 8 or 17 hex digits"),
+        root_volume_id=_match("rootVolumeId", raw["rootVolumeId"], _ID_RE["volume"],
+                              "must be an EBS volume id, vol- followed by 8 or 17 hex digits"),
+        elastic_ip_allocation_id=_match(
+            "elasticIpAllocationId", raw["elasticIpAllocationId"], _ID_RE["eipalloc"],
+            "must be an Elastic IP allocation id, eipalloc- followed by 8 or 17 hex digits"),
+        instance_role_name=_match("instanceRoleName", raw.get("instanceRoleName", "quickport-prod-ec2"),
+                                  IAM_ROLE_RE, "must be an IAM role name (1-64 of letters, digits, +=,.@_-)"),
+        backup=backup,
+        recycle_bin=_parse_recycle_bin(raw.get("recycleBin")),
+        baselines=_parse_baselines(raw.get("baselines")),
+        dumps=_parse_dumps(raw.get("dumps")),
+        files=_parse_files(raw.get("files")),
+        stack=stack,
+    )
+
+
+# --- reading Pulumi.<stack>.yaml -----------------------------------------------------------------
+
+def stack_file(stack: str = "prod", root: Path = REPO_ROOT) -> Path:
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The file's `config:` map, keys as written (e.g. 'aws:region', 'quickport-backup:backup')."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"stack config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"stack config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(f"stack config file {path} has no 'config:' mapping")
+    return config
+
+
+def split_namespaces(config: Mapping[str, Any]) -> tuple[dict[str, Any], Optional[str]]:
+    """Our namespace's keys (prefix removed) and aws:region; keys of other namespaces are left alone."""
+    ours: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith(NAMESPACE + ":"):
+            ours[key[len(NAMESPACE) + 1:]] = value
+        elif ":" not in key:
+            raise ConfigError(f"{key} = {value!r}: config keys need a namespace, e.g. {NAMESPACE}:{key}")
+    return ours, config.get("aws:region")
+
+
+def load_stack_config(stack: str = "prod", path: Optional[Path] = None) -> StackConfig:
+    """Parse and validate Pulumi.<stack>.yaml (or the given file) outside the Pulumi engine."""
+    raw = read_stack_file(path or stack_file(stack))
+    ours, region = split_namespaces(raw)
+    return parse_config(ours, region=region, stack=stack)

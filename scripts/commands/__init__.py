@@ -1,0 +1,1 @@
+"""backupctl subcommands: every module here defines register(subparsers)."""

@@ -1,0 +1,174 @@
+"""Run the Pulumi program on the SDK's mock engine: no Pulumi CLI, no AWS credentials.
+
+`backupctl preview`, the offline policy gate and the tests all go through `run_program`, so what the
+tests check is what the preview shows and what the policy pack judges.
+
+The SDK's MockMonitor sees every RegisterResource request; the subclass here keeps the options the
+plain mocks drop (protect, retainOnDelete, parent, dependencies) so they can be shown and checked.
+"""
+from __future__ import annotations
+
+import json
+import runpy
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from components.config import NAMESPACE, REPO_ROOT
+
+MOCK_ACCOUNT_ID = "123456789012"
+
+
+@dataclass
+class DeclaredResource:
+    """One resource as the engine received it, in the shape `pulumi preview --json` would describe."""
+    type: str
+    name: str
+    urn: str
+    parent: str
+    custom: bool
+    protect: bool
+    retain_on_delete: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    provider: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    delete_before_replace: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    additional_secret_outputs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
+                "protect": self.protect, "retainOnDelete": self.retain_on_delete,
+                "inputs": _jsonable(self.inputs)}
+
+
+def _jsonable(value: Any) -> Any:
+    """Inputs as plain JSON: unknowns and resource references become readable strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class OfflineMocks:
+    """Answers the engine's questions the way AWS would shape them, with a fake account."""
+
+    def __init__(self, region: str):
+        self.region = region
+
+    # pulumi.runtime.Mocks protocol (duck-typed: the SDK only calls these two)
+    def new_resource(self, args) -> tuple[Optional[str], dict]:
+        state = dict(args.inputs)
+        if not args.custom:
+            return None, state
+        service = args.typ.split(":")[1].split("/")[0] if args.typ.count(":") >= 2 else "custom"
+        physical = state.get("name") or state.get("bucket") or args.name
+        state.setdefault("arn", f"arn:aws:{service}:{self.region}:{MOCK_ACCOUNT_ID}:{args.typ.split(':')[-1].lower()}/{physical}")
+        if args.typ == "aws:s3/bucket:Bucket" or args.typ == "aws:s3/bucketV2:BucketV2":
+            state.setdefault("bucket", args.name)
+            state["arn"] = f"arn:aws:s3:::{state['bucket']}"
+        if args.typ == "aws:kms/key:Key":
+            state.setdefault("keyId", f"{args.name}-key-id")
+        if args.typ in ("aws:iam/role:Role", "aws:sns/topic:Topic", "aws:ssm/document:Document"):
+            state.setdefault("name", args.name)
+        return f"{args.name}-id", state
+
+    def call(self, args) -> tuple[dict, Optional[list]]:
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline",
+                    "userId": "AIDAOFFLINE", "id": MOCK_ACCOUNT_ID}, None
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}, None
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
+        return {}, None
+
+
+def _recording_monitor_class():
+    from pulumi.runtime.mocks import MockMonitor
+
+    class RecordingMonitor(MockMonitor):
+        """MockMonitor that also keeps each registration's resource options."""
+
+        def __init__(self, mocks):
+            super().__init__(mocks)
+            self.declared: list[DeclaredResource] = []
+
+        def RegisterResource(self, request):
+            from pulumi.runtime import rpc
+            response = super().RegisterResource(request)
+            if request.type == "pulumi:pulumi:Stack":
+                return response
+            inputs = rpc.deserialize_properties(request.object)
+            outputs = self.resources.get(response.urn)
+            self.declared.append(DeclaredResource(
+                type=request.type, name=request.name, urn=response.urn, parent=request.parent,
+                custom=bool(request.custom), protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete), inputs=inputs,
+                outputs=dict(outputs.state) if outputs else {}, id=response.id or "",
+                provider=request.provider, dependencies=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                ignore_changes=list(request.ignoreChanges),
+                additional_secret_outputs=list(request.additionalSecretOutputs)))
+            return response
+
+    return RecordingMonitor
+
+
+def pulumi_config_values(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Stack-file config as the engine hands it to a program: objects and lists as JSON strings."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def run_program(program: Callable[[], Any], config: Mapping[str, Any], *, stack: str = "prod",
+                project: str = NAMESPACE) -> list[DeclaredResource]:
+    """Run `program` on the mock engine with the given stack-file config; return what it declared.
+
+    Runs on a fresh thread: the SDK keeps its settings in context variables, and a new thread starts
+    from their defaults, so runs never see each other's config or resources.
+    """
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        import asyncio
+
+        from pulumi.runtime import config as runtime_config
+        from pulumi.runtime import mocks, settings, stack as runtime_stack
+        from pulumi.runtime.sync_await import _sync_await
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            settings.reset_options(project=project, stack=stack, preview=True)
+            runtime_config.set_all_config(pulumi_config_values(config))
+            region = str(config.get("aws:region", "ap-south-1"))
+            monitor = _recording_monitor_class()(OfflineMocks(region))
+            result["declared"] = monitor.declared
+            mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor)
+            _sync_await(runtime_stack.run_pulumi_func(program))
+        except BaseException as e:  # noqa: BLE001 handed to the caller's thread below
+            result["error"] = e
+        finally:
+            loop.close()
+
+    worker = threading.Thread(target=run, name="offline-pulumi-engine")
+    worker.start()
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result["declared"]
+
+
+def run_stack_program(config: Mapping[str, Any], *, stack: str = "prod",
+                      root: Path = REPO_ROOT) -> list[DeclaredResource]:
+    """Run the project's own __main__.py exactly as `pulumi preview` would start it."""
+    return run_program(lambda: runpy.run_path(str(root / "__main__.py"), run_name="__main__"),
+                       config, stack=stack)

@@ -1,0 +1,111 @@
+"""The stack config: parsed once, every bad value stops with one line naming key, value and rule."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from components.config import (ConfigError, load_stack_config, parse_config, parse_snapshot_name,
+                               read_stack_file, split_namespaces, stack_file)
+from tests.conftest import ROOT
+
+
+def _prod_raw():
+    ours, region = split_namespaces(read_stack_file(stack_file("prod")))
+    return copy.deepcopy(ours), region
+
+
+def test_shipped_prod_config_parses_with_strategy_values():
+    cfg = load_stack_config("prod")
+    assert cfg.region == "ap-south-1"
+    assert cfg.backup.retention_days == 7
+    assert cfg.backup.vault_lock.mode == "governance"
+    assert cfg.recycle_bin.lock is True and cfg.recycle_bin.retention_days == 7
+    assert cfg.baselines[0].action == "php-upgrade"
+    assert cfg.dumps.password_parameter.startswith("/")
+
+
+def test_defaults_implement_the_strategy_when_keys_are_omitted():
+    cfg = parse_config({"instanceId": "i-0a1b2c3d4e5f67890", "rootVolumeId": "vol-0f1e2d3c4b5a69788",
+                        "elasticIpAllocationId": "eipalloc-0123456789abcdef0"})
+    assert (cfg.backup.retention_days, cfg.recycle_bin.retention_days, cfg.recycle_bin.unlock_delay_days) == (7, 7, 7)
+    assert cfg.backup.schedule == "cron(0 20 * * ? *)"
+    assert cfg.dumps.database == "quickport_crm_laravel" and cfg.dumps.compression == "zstd"
+    assert cfg.region == "ap-south-1"
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    (("backup", "retentionDays"), 0, "quickport-backup:backup.retentionDays = 0: must be a whole number from 1 to 36500"),
+    (("backup", "retentionDays"), -3, "backup.retentionDays = -3"),
+    (("backup", "vaultLock", "mode"), "strict", "backup.vaultLock.mode = 'strict': must be one of governance, compliance"),
+    (("recycleBin", "unlockDelayDays"), 3, "recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"),
+    (("recycleBin", "unlockDelayDays"), 31, "from 7 to 30"),
+    (("recycleBin", "lock"), "yes", "recycleBin.lock = 'yes': must be true or false"),
+    (("instanceId",), "i-123", "instanceId = 'i-123': must be an EC2 instance id"),
+    (("rootVolumeId",), "vol-XYZ", "rootVolumeId = 'vol-XYZ'"),
+    (("dumps", "compression"), "bzip2", "dumps.compression = 'bzip2': must be one of zstd, gzip"),
+    (("dumps", "bucketName"), "Bad_Bucket", "dumps.bucketName = 'Bad_Bucket'"),
+    (("backup", "schedule"), "daily", "backup.schedule = 'daily': must be an AWS cron expression"),
+    (("backup", "colour"), "blue", "backup.colour = 'blue': unknown key"),
+])
+def test_bad_value_names_key_value_and_rule(path, value, expected):
+    raw, region = _prod_raw()
+    target = raw
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, region=region)
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("prod-root-2026-02-30-before-php-upgrade", "2026-02-30 is not a calendar date"),
+    ("prod-root-2026-11-20-before-PHP", "lowercase kebab-case"),
+    ("prod-root-2026-11-20-php-upgrade", "must be prod-root-YYYY-MM-DD-before-<action>"),
+    ("prod-root-2026-11-20-before-" + "a" * 49, "at most 48 characters"),
+    ("prod-root-2026-11-20-before-double--hyphen", "lowercase kebab-case"),
+])
+def test_malformed_baseline_name_is_rejected(name, fragment):
+    raw, region = _prod_raw()
+    raw["baselines"][0]["name"] = name
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, region=region)
+    assert fragment in str(e.value) and "baselines[0].name" in str(e.value)
+
+
+def test_retention_outside_vault_lock_range_is_rejected():
+    raw, region = _prod_raw()
+    raw["backup"]["retentionDays"] = 60
+    with pytest.raises(ConfigError, match=r"backup.retentionDays = 60: must lie within the vault lock range 7..35"):
+        parse_config(raw, region=region)
+
+
+def test_compliance_mode_defaults_changeable_days_and_governance_rejects_it():
+    raw, region = _prod_raw()
+    raw["backup"]["vaultLock"]["mode"] = "compliance"
+    assert parse_config(raw, region=region).backup.vault_lock.changeable_for_days == 3
+    raw["backup"]["vaultLock"] = {"mode": "governance", "changeableForDays": 5}
+    with pytest.raises(ConfigError, match="only applies to mode compliance"):
+        parse_config(raw, region=region)
+
+
+def test_snapshot_name_round_trip():
+    date, action = parse_snapshot_name("prod-root-2024-02-29-before-kernel-change")
+    assert (date.isoformat(), action) == ("2024-02-29", "kernel-change")
+
+
+def test_preview_exits_2_with_one_line_and_declares_nothing_on_bad_config(tmp_path):
+    doc = yaml.safe_load(stack_file("prod").read_text())
+    doc["config"]["quickport-backup:recycleBin"]["unlockDelayDays"] = 3
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "backupctl"), "preview", "--json",
+                           "--config-file", str(bad)], capture_output=True, text=True,
+                          env={"QUICKPORT_NO_VENV": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "backupctl preview: error: quickport-backup:recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"]
