@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict] = None) -> int:
+    """Run one command. `clients` (tests only) pre-builds boto3 clients by service name."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    ctx = Context(args=args, command=args.command)
+    ctx = Context(args=args, command=args.command, client_overrides=dict(clients or {}))
     try:
         return int(args.handler(ctx) or 0)
     except UsageError as e:

@@ -65,6 +65,9 @@ class Context:
     _config: Optional[StackConfig] = None
     _session: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
+    # Test seam: pre-built clients by service name (e.g. a botocore Stubber'd "ec2" for APIs the
+    # emulator lacks). Empty in normal use.
+    client_overrides: dict[str, Any] = field(default_factory=dict)
 
     # --- configuration ---
     @property
@@ -101,6 +104,8 @@ class Context:
     def client(self, service: str, region: Optional[str] = None):
         """A boto3 client with standard retries. AWS_ENDPOINT_URL (and per-service variants) are
         honoured by botocore itself, so an emulator is reached exactly as real AWS is."""
+        if service in self.client_overrides:
+            return self.client_overrides[service]
         key = f"{service}@{region or self.region}"
         if key not in self._clients:
             import boto3
@@ -124,8 +129,9 @@ class Context:
         else:
             print(text)
 
-    def log(self, event: str, **details: Any) -> None:
-        """Append one timestamped JSON line to the operations log. Never fails the command."""
+    def log(self, event: str, **details: Any) -> bool:
+        """Append one timestamped JSON line to the operations log. Never fails the command;
+        returns whether the line was written (the section 8 checklist reports it)."""
         path = getattr(self.args, "log_file", None) or default_log_file()
         record = {"time": utcnow().isoformat(timespec="seconds"), "command": self.command,
                   "event": event, "user": _user(), "host": socket.gethostname(), **details}
@@ -135,6 +141,8 @@ class Context:
                 f.write(json.dumps(record, default=str) + "\n")
         except OSError as e:
             print(f"warning: could not write operations log {path}: {e}", file=sys.stderr)
+            return False
+        return True
 
 
 def _user() -> str:
