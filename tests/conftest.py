@@ -12,4 +12,5 @@ if str(ROOT) not in sys.path:
 pytest_plugins = [
     "tests.fixtures.pulumi_engine",
     "tests.fixtures.moto_server",
+    "tests.fixtures.mariadb",
 ]

@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""quickport_dump: MariaDB logical dumps and file archives streamed to S3 that cannot silently fail.
+
+Runs on the instance (embedded verbatim in the SSM document; needs only python3 + boto3, Python 3.9+)
+and on an operator's machine through `backupctl db-backup`. Stdlib + boto3 only, no project imports.
+
+    python3 quickport_dump.py db --database DB --bucket B --prefix P \
+        (--password-parameter NAME | --defaults-file F) [--user U] [--compression zstd|gzip] \
+        [--socket S | --db-host H [--port N]] [--region R] [--json]
+    python3 quickport_dump.py files --bucket B --prefix P --path P [--path P ...] \
+        [--host NAME] [--compression zstd|gzip] [--region R] [--json]
+
+Pipeline: mariadb-dump -> (this process: counts rows) -> zstd|gzip -> (this process: SHA-256, parts)
+-> S3 multipart upload. Nothing touches local disk except the 0600 client defaults file holding the
+password, removed on exit. The upload is completed only when the dump and the compressor both exited 0
+and the dump ended with its "-- Dump completed" trailer; otherwise it is aborted, so no object ever
+appears at the final key. The manifest is written after the upload, and <prefix>/<db>/latest.json
+after the manifest: a dump is good only if its manifest exists.
+
+Exit codes: 0 ok, 1 the backup failed (nothing published), 2 bad usage.
+Only s3:PutObject and s3:AbortMultipartUpload are needed (no reads), plus ssm:GetParameter.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+MIB = 1024 * 1024
+FIRST_PART_SIZE = 8 * MIB
+# Part size doubles every 1,000 parts: 10,000 parts then reach ~8 TiB, beyond S3's 5 TiB object
+# limit, while a typical dump (< 8 GiB) uploads in 8 MiB parts and memory stays small.
+PART_SIZE_DOUBLING_EVERY = 1000
+MAX_PART_SIZE = 5 * 1024 * MIB
+MAX_PARTS = 10000
+UPLOAD_THREADS = 2          # one part in flight while the next fills keeps the pipe moving
+READ_CHUNK = 1 * MIB
+PIPE_SIZE = 1 * MIB         # bigger pipes: fewer wake-ups between dump, this process and compressor
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)   # Python < 3.10 lacks the constant
+
+DUMP_OPTIONS = ("--single-transaction", "--quick", "--routines", "--triggers", "--events",
+                "--hex-blob", "--default-character-set=utf8mb4")
+DUMP_TRAILER = b"-- Dump completed"
+COMPRESSORS = {
+    # name: (compress argv, decompress argv, file suffix)
+    "zstd": (["zstd", "-q", "-c", "-3"], ["zstd", "-q", "-d", "-c"], ".zst"),
+    "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"], ".gz"),
+}
+DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
+BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+MANIFEST_FORMAT = "quickport-backup-manifest/1"
+
+
+class BackupFailed(Exception):
+    """The backup failed; nothing was published. str() is the one-line reason."""
+
+
+class UsageProblem(Exception):
+    """Bad input: one line naming the field and what is allowed."""
+
+
+class Terminated(BaseException):
+    """A signal asked us to stop; BaseException so no `except Exception` swallows it."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def isoformat(t: dt.datetime) -> str:
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def stderr_progress(message: str) -> None:
+    print(f"{utcnow():%H:%M:%SZ} {message}", file=sys.stderr, flush=True)
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+def part_size_for(part_number: int) -> int:
+    """Size of part N (1-based): 8 MiB, doubling every 1,000 parts, capped at S3's 5 GiB."""
+    return min(FIRST_PART_SIZE << ((part_number - 1) // PART_SIZE_DOUBLING_EVERY), MAX_PART_SIZE)
+
+
+def find_program(*names: str) -> Optional[str]:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def choose_compression(preferred: str) -> str:
+    """zstd when its binary exists (much faster at a better ratio), else gzip (always present)."""
+    if preferred == "zstd" and find_program("zstd"):
+        return "zstd"
+    if find_program("gzip"):
+        return "gzip"
+    raise BackupFailed("no compressor found: install zstd or gzip")
+
+
+def child_env() -> Dict[str, str]:
+    """A minimal environment for children: no AWS credentials, no MYSQL_PWD, nothing secret."""
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LC_ALL": "C"}
+    if "HOME" in os.environ:
+        env["HOME"] = os.environ["HOME"]
+    return env
+
+
+def enlarge_pipe(fileobj: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(fileobj.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def s3_client(region: Optional[str]):
+    import boto3
+    from botocore.config import Config
+    # Standard retries (backoff with jitter); AWS_MAX_ATTEMPTS and AWS_ENDPOINT_URL are honoured.
+    return boto3.session.Session().client(
+        "s3", region_name=region, config=Config(retries={"mode": "standard"},
+                                                user_agent_extra="quickport-dump"))
+
+
+def aws_error(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@contextlib.contextmanager
+def terminate_on_signals():
+    """Turn SIGTERM/SIGHUP (an SSM timeout, a closed terminal) into an exception so every `finally`
+    runs: children killed, multipart upload aborted, defaults file removed."""
+    def handler(signum, _frame):
+        raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# --- credentials --------------------------------------------------------------------------------
+
+def _option_value(value: str) -> str:
+    """Quote a value for a MariaDB option file (the parser unescapes \\\\ and \\" inside quotes)."""
+    if any(c in value for c in "\n\r\0"):
+        raise UsageProblem("password: must not contain newline, carriage return or NUL characters")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@contextlib.contextmanager
+def client_defaults_file(user: str, password: str, socket_path: Optional[str] = None,
+                         host: Optional[str] = None, port: Optional[int] = None):
+    """A [client] option file, mode 0600 in a private 0700 directory, removed on exit. The password
+    reaches the client only through this file: never argv (visible in ps) nor a child's environment."""
+    directory = tempfile.mkdtemp(prefix="quickport-dump-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    path = os.path.join(directory, "client.cnf")
+    try:
+        lines = ["[client]", f"user={_option_value(user)}", f"password={_option_value(password)}"]
+        if socket_path:
+            lines.append(f"socket={_option_value(socket_path)}")
+        if host:
+            lines.append(f"host={_option_value(host)}")
+        if port:
+            lines.append(f"port={int(port)}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def password_from_parameter(name: str, region: Optional[str]) -> str:
+    import boto3
+    from botocore.config import Config
+    ssm = boto3.session.Session().client("ssm", region_name=region, config=Config(retries={"mode": "standard"}))
+    try:
+        value = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except Exception as e:  # botocore ClientError/BotoCoreError: one line, no traceback
+        raise BackupFailed(f"reading password parameter {name}: {aws_error(e)}") from None
+    return value.rstrip("\n")
+
+
+# --- S3 multipart upload with growing parts and a running SHA-256 ----------------------------------
+
+class StreamingUpload:
+    """Accepts a byte stream, uploads it as multipart parts in the background, hashes it on the way.
+    `complete()` publishes the object; `abort()` (also on any error) guarantees nothing appears."""
+
+    def __init__(self, s3, bucket: str, key: str, content_type: str, metadata: Dict[str, str]):
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+        self._buffer = bytearray()
+        self._next_part = 1
+        self._etags: Dict[int, str] = {}
+        self._error: Optional[BaseException] = None
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=UPLOAD_THREADS)
+        try:
+            self.upload_id = s3.create_multipart_upload(
+                Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
+        except Exception as e:
+            raise BackupFailed(f"starting upload to s3://{bucket}/{key}: {aws_error(e)}") from None
+        self._workers = [threading.Thread(target=self._work, daemon=True, name=f"upload-{i}")
+                         for i in range(UPLOAD_THREADS)]
+        for w in self._workers:
+            w.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            number, body = item
+            if self._error is not None:
+                continue
+            try:
+                etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                           PartNumber=number, Body=body)["ETag"]
+                self._etags[number] = etag
+            except BaseException as e:  # noqa: BLE001 - reported to the writer thread
+                self._error = e
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise BackupFailed(f"uploading to s3://{self.bucket}/{self.key}: {aws_error(self._error)}")
+
+    def _submit(self, body: bytes) -> None:
+        if self._next_part > MAX_PARTS:
+            raise BackupFailed(f"stream exceeds {MAX_PARTS} parts")
+        while True:  # a bounded put that notices a failed worker instead of blocking for ever
+            self._check()
+            try:
+                self._queue.put((self._next_part, body), timeout=1)
+                break
+            except queue.Full:
+                continue
+        self._next_part += 1
+
+    def write(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self._buffer += data
+        size = part_size_for(self._next_part)
+        while len(self._buffer) >= size:
+            self._submit(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+            size = part_size_for(self._next_part)
+
+    def _drain(self) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        for w in self._workers:
+            w.join()
+
+    def complete(self) -> str:
+        """Upload the last part and publish the object. Returns its ETag."""
+        if self._buffer or self._next_part == 1:
+            self._submit(bytes(self._buffer))
+            self._buffer = bytearray()
+        self._drain()
+        self._check()
+        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+        try:
+            result = self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts})
+        except Exception as e:
+            raise BackupFailed(f"completing upload of s3://{self.bucket}/{self.key}: {aws_error(e)}") from None
+        self.upload_id = None
+        return result.get("ETag", "")
+
+    @property
+    def parts(self) -> int:
+        return self._next_part - 1
+
+    def abort(self) -> Optional[str]:
+        """Abort the upload (idempotent). Returns a warning line if S3 could not be told."""
+        if self.upload_id is None:
+            return None
+        self._error = self._error or BackupFailed("aborted")
+        # Unblock and stop workers without waiting for a queue that may be full.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        for _ in self._workers:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+        for w in self._workers:
+            w.join(timeout=60)
+        upload_id, self.upload_id = self.upload_id, None
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+        except Exception as e:
+            return (f"could not abort multipart upload {upload_id} ({aws_error(e)}); no object exists, "
+                    f"the bucket's lifecycle rule removes the parts")
+        return None
+
+
+# --- what the dump contains, read from the stream itself ------------------------------------------
+
+_QUOTED = re.compile(rb"'[^'\\]*(?:\\.[^'\\]*)*'", re.DOTALL)
+_IDENT = rb"`((?:[^`]|``)+)`"
+_INSERT = re.compile(rb"INSERT INTO " + _IDENT + rb" VALUES ?")
+_CREATE_TABLE = re.compile(rb"CREATE TABLE " + _IDENT + rb" \(")
+_SERVER_VERSION = re.compile(rb"^-- Server version\s+(.+?)\s*$")
+
+
+class DumpInspector:
+    """Counts rows per table from the dump text as it streams past. The counts describe exactly what
+    the file holds, taken inside the dump's own consistent snapshot (--single-transaction), with no
+    second connection and no extra table scans.
+
+    Works on blocks of whole lines. The dumper escapes newlines inside strings, so a real newline is
+    always outside a string: an INSERT ends at ";\\n", and rows are separated by "),(" (MySQL, one
+    line per statement) or "),\\n(" (MariaDB 10.11+, one line per row) once quoted strings are removed.
+    """
+
+    def __init__(self) -> None:
+        self.tables: Dict[str, int] = {}
+        self.server_version: Optional[str] = None
+        self.last_line = b""
+        self._pieces: List[bytes] = []
+        self._insert_table: Optional[str] = None
+        self._separator_pending = False
+
+    @staticmethod
+    def _name(raw: bytes) -> str:
+        return raw.replace(b"``", b"`").decode("utf-8", "replace")
+
+    def _rows(self, segment: bytes) -> int:
+        if b"'" in segment:  # strings may contain "),(": blank them before counting
+            segment = _QUOTED.sub(b"''", segment)
+        rows = segment.count(b"),(") + segment.count(b"),\n(")
+        if self._separator_pending and segment.startswith(b"("):
+            rows += 1
+        self._separator_pending = segment.endswith(b"),\n")
+        return rows
+
+    def _header_line(self, line: bytes) -> None:
+        if line.startswith(b"CREATE TABLE `"):
+            m = _CREATE_TABLE.match(line)
+            if m:
+                self.tables.setdefault(self._name(m.group(1)), 0)
+        elif line.startswith(b"-- Server version") and self.server_version is None:
+            m = _SERVER_VERSION.match(line)
+            if m:
+                self.server_version = m.group(1).decode("utf-8", "replace")
+
+    def _block(self, block: bytes) -> None:
+        """A block of whole lines (ends with a newline)."""
+        pos, size = 0, len(block)
+        while pos < size:
+            if self._insert_table is not None:
+                end = block.find(b";\n", pos)
+                stop = size if end < 0 else end + 2
+                self.tables[self._insert_table] += self._rows(block[pos:stop])
+                if end >= 0:
+                    self._insert_table = None
+                    self._separator_pending = False
+                    self.last_line = b";"
+                pos = stop
+                continue
+            nl = block.find(b"\n", pos)
+            line = block[pos:nl]
+            if line.startswith(b"INSERT INTO `"):
+                m = _INSERT.match(line)
+                if m:  # the first row; the rest are counted by their separators
+                    self._insert_table = name = self._name(m.group(1))
+                    self.tables[name] = self.tables.get(name, 0) + 1
+                    self._separator_pending = False
+                    pos += m.end()
+                    continue
+            self._header_line(line)
+            if line.strip():
+                self.last_line = line
+            pos = nl + 1
+
+    def feed(self, chunk: bytes) -> None:
+        last_nl = chunk.rfind(b"\n")
+        if last_nl < 0:
+            self._pieces.append(chunk)
+            return
+        if self._pieces:
+            self._pieces.append(chunk[:last_nl + 1])
+            block = b"".join(self._pieces)
+            self._pieces = []
+        else:
+            block = chunk[:last_nl + 1]
+        self._block(block)
+        if last_nl + 1 < len(chunk):
+            self._pieces.append(chunk[last_nl + 1:])
+
+    def finish(self) -> None:
+        if self._pieces:
+            self._block(b"".join(self._pieces) + b"\n")
+            self._pieces = []
+
+    @property
+    def completed(self) -> bool:
+        return self._insert_table is None and self.last_line.startswith(DUMP_TRAILER)
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+class _Reaper:
+    """Children of one pipeline: killed on any failure, their stderr kept for the error message."""
+
+    def __init__(self) -> None:
+        self.procs: List[subprocess.Popen] = []
+        self.stderr: Dict[int, bytearray] = {}
+        self._threads: List[threading.Thread] = []
+
+    def start(self, argv: List[str], **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, env=child_env(), close_fds=True, **kw)
+        self.procs.append(proc)
+        buf = self.stderr[proc.pid] = bytearray()
+
+        def collect() -> None:
+            for line in proc.stderr:
+                if len(buf) < 64 * 1024:
+                    buf.extend(line)
+        t = threading.Thread(target=collect, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return proc
+
+    def message(self, proc: subprocess.Popen) -> str:
+        for t in self._threads:
+            t.join(timeout=5)
+        text = self.stderr.get(proc.pid, b"").decode("utf-8", "replace").strip()
+        lines = [l for l in text.splitlines() if l.strip()]
+        return lines[-1] if lines else ""
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.wait(timeout=30)
+
+
+def _exit_description(proc: subprocess.Popen) -> str:
+    code = proc.returncode
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited {code}"
+
+
+def _pump(source, sink, inspect: Optional[Callable[[bytes], None]], errors: List[BaseException]) -> None:
+    """Copy dump output into the compressor, inspecting on the way. Runs in a thread."""
+    try:
+        fd = source.fileno()
+        while True:
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                break
+            if inspect:
+                inspect(chunk)
+            sink.write(chunk)
+    except BaseException as e:  # noqa: BLE001 - handed to the main thread
+        errors.append(e)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sink.close()
+
+
+def _upload_stream(source, upload: StreamingUpload, progress: Callable[[str], None]) -> None:
+    fd = source.fileno()
+    next_report = 64 * MIB
+    while True:
+        chunk = os.read(fd, READ_CHUNK)
+        if not chunk:
+            return
+        upload.write(chunk)
+        if upload.bytes >= next_report:
+            progress(f"uploaded {upload.bytes / MIB:.0f} MiB compressed ({upload.parts} parts)")
+            next_report += 256 * MIB
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+def dump_key(prefix: str, database: str, started: dt.datetime, suffix: str) -> str:
+    return (f"{prefix}/{database}/{started:%Y/%m/%d}/{database}-{started:%Y%m%dT%H%M%SZ}.sql{suffix}")
+
+
+def manifest_key_for(key: str) -> str:
+    return key + ".manifest.json"
+
+
+def dump_program() -> str:
+    program = find_program("mariadb-dump", "mysqldump")
+    if not program:
+        raise BackupFailed("neither mariadb-dump nor mysqldump is installed")
+    return program
+
+
+def _put_json(s3, bucket: str, key: str, document: Dict[str, Any]) -> None:
+    body = (json.dumps(document, indent=2, sort_keys=False) + "\n").encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    except Exception as e:
+        raise BackupFailed(f"writing s3://{bucket}/{key}: {aws_error(e)}") from None
+
+
+def publish(s3, bucket: str, latest_key: str, manifest: Dict[str, Any]) -> str:
+    """Manifest first, then latest.json: a reader that finds latest.json always finds its manifest."""
+    manifest_key = manifest_key_for(manifest["key"])
+    _put_json(s3, bucket, manifest_key, manifest)
+    _put_json(s3, bucket, latest_key, {
+        "format": MANIFEST_FORMAT, "manifest": manifest_key, "key": manifest["key"],
+        "sha256": manifest["sha256"], "bytes": manifest["bytes"], "finished_at": manifest["finished_at"]})
+    return manifest_key
+
+
+def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str,
+                  compression: str = "zstd", region: Optional[str] = None, s3=None,
+                  progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
+    """Dump one database to S3 and publish its manifest and latest.json. Returns the manifest.
+    Raises BackupFailed (nothing published, upload aborted) on any failure."""
+    compression = choose_compression(compression)
+    compress_argv, _, suffix = COMPRESSORS[compression]
+    dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *DUMP_OPTIONS, "--", database]
+    s3 = s3 or s3_client(region)
+    started = utcnow()
+    key = dump_key(prefix, database, started, suffix)
+    progress(f"dumping {database} to s3://{bucket}/{key} ({compression})")
+    inspector = DumpInspector()
+    reaper = _Reaper()
+    upload = StreamingUpload(s3, bucket, key, "application/sql",
+                             {"database": database, "compression": compression})
+    try:
+        dump = reaper.start(dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        compressor = reaper.start(compress_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for pipe in (dump.stdout, compressor.stdin, compressor.stdout):
+            enlarge_pipe(pipe)
+        pump_errors: List[BaseException] = []
+        pump = threading.Thread(target=_pump, args=(dump.stdout, compressor.stdin, inspector.feed, pump_errors),
+                                daemon=True, name="dump-pump")
+        pump.start()
+        try:
+            _upload_stream(compressor.stdout, upload, progress)
+        except BaseException:
+            reaper.kill_all()
+            raise
+        pump.join()
+        dump.wait()
+        compressor.wait()
+        inspector.finish()
+        if dump.returncode != 0:
+            raise BackupFailed(f"{os.path.basename(dump_argv[0])} {_exit_description(dump)}: "
+                               f"{reaper.message(dump) or 'no message'}")
+        if compressor.returncode != 0:
+            raise BackupFailed(f"{compression} {_exit_description(compressor)}: {reaper.message(compressor)}")
+        if pump_errors:
+            raise BackupFailed(f"copying the dump to {compression}: {pump_errors[0]}")
+        if not inspector.completed:
+            raise BackupFailed("the dump ended without its '-- Dump completed' trailer (truncated)")
+        etag = upload.complete()
+    except BaseException:
+        reaper.kill_all()
+        warning = upload.abort()
+        if warning:
+            progress(f"warning: {warning}")
+        raise
+    finished = utcnow()
+    manifest = {
+        "format": MANIFEST_FORMAT, "kind": "database",
+        "bucket": bucket, "key": key, "bytes": upload.bytes, "sha256": upload.sha256.hexdigest(),
+        "etag": etag, "parts": upload.parts, "compression": compression,
+        "database": database, "server_version": inspector.server_version,
+        "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(DUMP_OPTIONS),
+        "host": socket.gethostname(),
+        "started_at": isoformat(started), "finished_at": isoformat(finished),
+        "tables": dict(sorted(inspector.tables.items())),
+    }
+    publish(s3, bucket, f"{prefix}/{database}/latest.json", manifest)
+    progress(f"done: {upload.bytes} bytes, {len(manifest['tables'])} tables, "
+             f"{sum(manifest['tables'].values())} rows, sha256 {manifest['sha256'][:12]}")
+    return manifest
+
+
+# --- files --------------------------------------------------------------------------------------
+
+class _HashingReader:
+    def __init__(self, f) -> None:
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return data
+
+
+def _walk(path: str):
+    """The path, then (for a directory) everything under it, sorted, without following symlinks."""
+    yield path
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(dirs) + sorted(files):
+                yield os.path.join(root, name)
+
+
+def _write_tar(paths: List[str], sink, entries: List[Dict[str, Any]]) -> None:
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for top in paths:
+            for path in _walk(top):
+                info = tar.gettarinfo(path, arcname=path.lstrip("/"))
+                if info is None:  # sockets and the like: nothing to restore
+                    continue
+                entry: Dict[str, Any] = {"path": path, "type": "file" if info.isfile() else
+                                         "dir" if info.isdir() else "symlink" if info.issym() else "other",
+                                         "mode": f"{info.mode:04o}"}
+                if info.isfile():
+                    with open(path, "rb") as f:
+                        reader = _HashingReader(f)
+                        tar.addfile(info, reader)
+                    entry.update(size=reader.bytes, sha256=reader.sha256.hexdigest())
+                else:
+                    if info.issym():
+                        entry["target"] = info.linkname
+                    tar.addfile(info)
+                entries.append(entry)
+
+
+def archive_files(*, paths: List[str], bucket: str, prefix: str, host: Optional[str] = None,
+                  compression: str = "zstd", region: Optional[str] = None, s3=None,
+                  progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
+    """Archive paths (tar, compressed) to <prefix>/<host>/YYYY/MM/DD/<host>-<ts>.tar.zst|.gz with the
+    same manifest/latest discipline as database dumps. Returns the manifest."""
+    host = host or socket.gethostname().split(".")[0]
+    for p in paths:
+        if not os.path.isabs(p) or ".." in p.split("/"):
+            raise UsageProblem(f"--path {p!r}: must be an absolute path without '..'")
+        if not os.path.lexists(p):
+            raise BackupFailed(f"--path {p}: no such file or directory")
+    compression = choose_compression(compression)
+    compress_argv, _, suffix = COMPRESSORS[compression]
+    s3 = s3 or s3_client(region)
+    started = utcnow()
+    key = f"{prefix}/{host}/{started:%Y/%m/%d}/{host}-{started:%Y%m%dT%H%M%SZ}.tar{suffix}"
+    progress(f"archiving {len(paths)} path(s) to s3://{bucket}/{key} ({compression})")
+    reaper = _Reaper()
+    entries: List[Dict[str, Any]] = []
+    upload = StreamingUpload(s3, bucket, key, "application/x-tar", {"host": host, "compression": compression})
+    try:
+        compressor = reaper.start(compress_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        errors: List[BaseException] = []
+
+        def produce() -> None:
+            try:
+                _write_tar(paths, compressor.stdin, entries)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    compressor.stdin.close()
+        producer = threading.Thread(target=produce, daemon=True, name="tar")
+        producer.start()
+        _upload_stream(compressor.stdout, upload, progress)
+        producer.join()
+        compressor.wait()
+        if errors:
+            raise BackupFailed(f"archiving: {errors[0]}")
+        if compressor.returncode != 0:
+            raise BackupFailed(f"{compression} {_exit_description(compressor)}: {reaper.message(compressor)}")
+        etag = upload.complete()
+    except BaseException:
+        reaper.kill_all()
+        warning = upload.abort()
+        if warning:
+            progress(f"warning: {warning}")
+        raise
+    manifest = {
+        "format": MANIFEST_FORMAT, "kind": "files",
+        "bucket": bucket, "key": key, "bytes": upload.bytes, "sha256": upload.sha256.hexdigest(),
+        "etag": etag, "parts": upload.parts, "compression": compression, "host": host,
+        "paths": list(paths), "started_at": isoformat(started), "finished_at": isoformat(utcnow()),
+        "files": entries,
+    }
+    publish(s3, bucket, f"{prefix}/{host}/latest.json", manifest)
+    progress(f"done: {upload.bytes} bytes, {sum(e['type'] == 'file' for e in entries)} files, "
+             f"sha256 {manifest['sha256'][:12]}")
+    return manifest
+
+
+# --- command line -------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _pattern(name: str, pattern: re.Pattern, allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise argparse.ArgumentTypeError(f"{name} {value!r}: {allowed}")
+        return value
+    return check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="quickport_dump.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", metavar="MODE", parser_class=_Parser)
+    sub.required = True
+    bucket = _pattern("--bucket", BUCKET_RE, "must be an S3 bucket name")
+    prefix = _pattern("--prefix", PREFIX_RE, "must be lowercase a-z 0-9 . _ - segments separated by /")
+
+    db = sub.add_parser("db", help="dump one MariaDB database to S3")
+    db.add_argument("--database", required=True,
+                    type=_pattern("--database", DATABASE_RE, "must be 1-64 characters A-Z a-z 0-9 _"))
+    db.add_argument("--bucket", required=True, type=bucket)
+    db.add_argument("--prefix", required=True, type=prefix)
+    creds = db.add_mutually_exclusive_group(required=True)
+    creds.add_argument("--password-parameter", help="SSM SecureString parameter holding the password")
+    creds.add_argument("--defaults-file", help="client option file with user/password/socket (used as is)")
+    db.add_argument("--user", default="backup", help="database user with --password-parameter (default: backup)")
+    db.add_argument("--socket", help="server socket with --password-parameter (default: the client's)")
+    db.add_argument("--db-host", help="server host with --password-parameter (default: the client's)")
+    db.add_argument("--port", type=int, help="server port with --db-host")
+
+    files = sub.add_parser("files", help="archive files and directories to S3")
+    files.add_argument("--bucket", required=True, type=bucket)
+    files.add_argument("--prefix", required=True, type=prefix)
+    files.add_argument("--path", required=True, action="append", dest="paths", help="absolute path (repeatable)")
+    files.add_argument("--host", type=_pattern("--host", HOST_RE, "must be a hostname (A-Z a-z 0-9 . -)"),
+                       help="name under the prefix (default: this machine's short hostname)")
+    for p in (db, files):
+        p.add_argument("--compression", choices=tuple(COMPRESSORS), default="zstd",
+                       help="zstd (default; gzip when zstd is not installed) or gzip")
+        p.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION)")
+        p.add_argument("--json", action="store_true", help="print the manifest as JSON on success")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.mode == "files":
+        return archive_files(paths=args.paths, bucket=args.bucket, prefix=args.prefix, host=args.host,
+                             compression=args.compression, region=args.region)
+    common = dict(database=args.database, bucket=args.bucket, prefix=args.prefix,
+                  compression=args.compression, region=args.region)
+    if args.defaults_file:
+        if not os.path.isfile(args.defaults_file):
+            raise UsageProblem(f"--defaults-file {args.defaults_file}: no such file")
+        return dump_database(defaults_file=args.defaults_file, **common)
+    password = password_from_parameter(args.password_parameter, args.region)
+    with client_defaults_file(args.user, password, args.socket, args.db_host, args.port) as path:
+        del password
+        return dump_database(defaults_file=path, **common)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with terminate_on_signals():
+            manifest = run(args)
+    except UsageProblem as e:
+        print(f"quickport_dump {args.mode}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BackupFailed, Terminated) as e:
+        print(f"quickport_dump {args.mode}: FAILED, nothing published: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"quickport_dump {args.mode}: FAILED, nothing published: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # an unexpected error: still one line, still nothing published
+        print(f"quickport_dump {args.mode}: FAILED, nothing published: {type(e).__name__}: {aws_error(e)}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        print(f"s3://{manifest['bucket']}/{manifest['key']} sha256={manifest['sha256']} bytes={manifest['bytes']}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
