@@ -80,15 +80,16 @@ class OfflineMocks:
             state.setdefault("name", args.name)
         return f"{args.name}-id", state
 
-    def call(self, args) -> tuple[dict, Optional[list]]:
+    def call(self, args) -> tuple[dict, list]:
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": MOCK_ACCOUNT_ID, "arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:user/offline",
-                    "userId": "AIDAOFFLINE", "id": MOCK_ACCOUNT_ID}, None
+                    "userId": "AIDAOFFLINE", "id": MOCK_ACCOUNT_ID}, []
         if args.token == "aws:index/getRegion:getRegion":
-            return {"name": self.region, "region": self.region, "id": self.region}, None
+            return {"name": self.region, "region": self.region, "id": self.region}, []
         if args.token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
-        return {}, None
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
+        # The SDK's MockMonitor iterates the failures list; None would crash every invoke.
+        return {}, []
 
 
 def _recording_monitor_class():
