@@ -1,0 +1,262 @@
+"""DumpDocument: the nightly database dump and P1 file archive, run on the instance by SSM.
+
+Seed rules: zero data loss (a consistent logical dump of the financial/CRM database every night,
+off the instance, independent of EBS) and least privilege (the instance role may only add objects
+under two prefixes, use the bucket key and read one password parameter).
+
+The SSM Command document embeds scripts/quickport_dump.py verbatim, so what runs on the instance is
+exactly the reviewed, tested file of this commit; nothing has to be installed there beforehand.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+
+from components.backup_vault import STRATEGY_TAGS
+from components.config import DEFAULT_FILES, REPO_ROOT, DumpConfig, StackConfig
+
+TYPE_TOKEN = "quickport:backup:DumpDocument"
+DUMP_SCRIPT = REPO_ROOT / "scripts" / "quickport_dump.py"
+HEREDOC_END = "QUICKPORT_DUMP_PY_EOF"
+# Root-only tmpfs: the script is embedded once (AWS caps a document at 64 KB) and the second step
+# runs the copy the first step wrote, after checking its SHA-256 against the one in the document.
+INSTALL_DIR = "/run/quickport-backup"
+# AWS's quota for an SSM document's content.
+MAX_DOCUMENT_BYTES = 64 * 1024
+
+# SSM pastes parameter values into the shell text, so these patterns are the injection guard: none
+# admits a quote, space, ';', '$', '`', '|', '&' or newline. Plain groups only (SSM's regex dialect).
+PARAMETER_PATTERNS = {
+    "Database": r"^[A-Za-z0-9_]{1,64}$",
+    "Bucket": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+    "Prefix": r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$",
+    "FilesPrefix": r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$",
+    "PasswordParameter": r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+    "User": r"^[A-Za-z0-9_]{1,80}$",
+    "Compression": r"^(zstd|gzip)$",
+    "Region": r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
+}
+PARAMETER_DESCRIPTIONS = {
+    "Database": "MariaDB database to dump",
+    "Bucket": "S3 bucket that receives the dump and the file archive",
+    "Prefix": "key prefix of database dumps (no leading or trailing '/')",
+    "FilesPrefix": "key prefix of P1 file archives (no leading or trailing '/')",
+    "PasswordParameter": "SSM SecureString parameter holding the dump user's password",
+    "User": "MariaDB user with read-only dump privileges",
+    "Compression": "zstd or gzip",
+    "Region": "AWS region of the bucket and the password parameter",
+}
+
+
+class DumpDocumentError(ValueError):
+    """The dump script cannot be embedded safely; str() names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class DumpDocumentArgs:
+    instance_id: str                           # the instance the association runs on
+    instance_role_name: str                    # its IAM role; gets the dump permissions inline
+    region: str                                # bucket, parameter and instance region
+    bucket_name: pulumi.Input[str]             # DumpBucket.bucket_name
+    bucket_arn: pulumi.Input[str]              # DumpBucket.bucket_arn
+    key_arn: pulumi.Input[str]                 # DumpBucket.key_arn (SSE-KMS bucket key)
+    dumps: DumpConfig = field(default_factory=DumpConfig)  # database, prefixes, schedule, user ...
+    files: tuple[str, ...] = DEFAULT_FILES     # P1 paths archived by the second step
+    document_name: str = "quickport-backup-dump"  # SSM document name
+    script_path: Path = DUMP_SCRIPT            # embedded verbatim
+    timeout_seconds: int = 7200                # per step; a large dump must not be cut at SSM's 1 h default
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig, bucket_name: pulumi.Input[str], bucket_arn: pulumi.Input[str],
+                    key_arn: pulumi.Input[str]) -> "DumpDocumentArgs":
+        return cls(instance_id=cfg.instance_id, instance_role_name=cfg.instance_role_name,
+                   region=cfg.region, bucket_name=bucket_name, bucket_arn=bucket_arn, key_arn=key_arn,
+                   dumps=cfg.dumps, files=cfg.files, document_name=f"quickport-{cfg.stack}-backup-dump")
+
+
+def read_dump_script(path: Path) -> str:
+    """The script's text, refused if it would not survive the heredoc or SSM's {{ }} substitution."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DumpDocumentError(f"dump script {path} does not exist; the SSM document embeds it") from None
+    if HEREDOC_END in text.splitlines():
+        raise DumpDocumentError(f"dump script {path} contains the line {HEREDOC_END}, which ends the heredoc")
+    if "{{" in text:
+        raise DumpDocumentError(f"dump script {path} contains '{{{{', which SSM would treat as a parameter")
+    return text
+
+
+def script_lines(script: str) -> list[str]:
+    """The heredoc body lines; the heredoc writes them back with a newline after each."""
+    body = script[:-1] if script.endswith("\n") else script
+    return body.split("\n")
+
+
+def written_script(script: str) -> bytes:
+    """The exact bytes the heredoc writes on the instance (the script plus a final newline)."""
+    return ("\n".join(script_lines(script)) + "\n").encode()
+
+
+def install_and_run_commands(script: str, invocation: str, install_dir: str = INSTALL_DIR) -> list[str]:
+    """Shell lines that write `script` into root's private tmpfs dir and run `invocation` on it."""
+    return [
+        "set -eu",
+        "umask 077",
+        f'dir="{install_dir}"',
+        'mkdir -p "$dir"',
+        'chmod 0700 "$dir"',
+        'tmp="$(mktemp "$dir/.quickport_dump.py.XXXXXXXX")"',
+        # Quoted delimiter: the shell expands nothing inside, so the file is the script byte for byte.
+        f"cat > \"$tmp\" <<'{HEREDOC_END}'",
+        *script_lines(script),
+        HEREDOC_END,
+        'mv -f "$tmp" "$dir/quickport_dump.py"',
+        invocation,
+    ]
+
+
+def verify_and_run_commands(script: str, invocation: str, install_dir: str = INSTALL_DIR) -> list[str]:
+    """Shell lines that run `invocation` only if the installed script is this document's, by SHA-256."""
+    digest = hashlib.sha256(written_script(script)).hexdigest()
+    return [
+        "set -eu",
+        "umask 077",
+        f'dir="{install_dir}"',
+        f"if ! printf '%s  %s\\n' '{digest}' \"$dir/quickport_dump.py\" | sha256sum -c --status; then",
+        '  echo "quickport_dump.py in $dir is missing or not the one this document installs" >&2',
+        "  exit 1",
+        "fi",
+        invocation,
+    ]
+
+
+def document_content(script: str, files: tuple[str, ...], dumps: DumpConfig, region: str,
+                     timeout_seconds: int = 7200) -> dict:
+    """The SSM Command document (schema 2.2) as a dict."""
+    py = 'python3 "$dir/quickport_dump.py"'
+    db_invocation = (
+        f"{py} db --database '{{{{ Database }}}}' --bucket '{{{{ Bucket }}}}' --prefix '{{{{ Prefix }}}}'"
+        " --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
+        " --compression '{{ Compression }}' --region '{{ Region }}'")
+    # Paths come from the validated stack config (absolute, no spaces); quoted all the same.
+    paths = " ".join(f"--path {shlex.quote(p)}" for p in files)
+    files_invocation = (f"{py} files --bucket '{{{{ Bucket }}}}' --prefix '{{{{ FilesPrefix }}}}' {paths}"
+                        " --compression '{{ Compression }}' --region '{{ Region }}'")
+    defaults = {"Database": dumps.database, "Bucket": dumps.bucket_name, "Prefix": dumps.prefix,
+                "FilesPrefix": dumps.files_prefix, "PasswordParameter": dumps.password_parameter,
+                "User": dumps.user, "Compression": dumps.compression, "Region": region}
+    parameters = {}
+    for name, pattern in PARAMETER_PATTERNS.items():
+        parameters[name] = {"type": "String", "description": PARAMETER_DESCRIPTIONS[name],
+                            "default": defaults[name], "allowedPattern": pattern}
+    parameters["Compression"]["allowedValues"] = ["zstd", "gzip"]
+
+    def step(name: str, commands: list[str]) -> dict:
+        return {
+            "action": "aws:runShellScript",
+            "name": name,
+            "precondition": {"StringEquals": ["platformType", "Linux"]},
+            "inputs": {"timeoutSeconds": str(timeout_seconds), "runCommand": commands},
+        }
+
+    return {
+        "schemaVersion": "2.2",
+        "description": "QuickPort nightly MariaDB dump and P1 file archive to S3 (quickport-backup)",
+        "parameters": parameters,
+        # No onFailure: the files step runs even when the dump failed; the command fails if either does.
+        "mainSteps": [step("dumpDatabase", install_and_run_commands(script, db_invocation)),
+                      step("archiveFiles", verify_and_run_commands(script, files_invocation))],
+    }
+
+
+def parameter_arn_suffix(name: str) -> str:
+    """The ARN's resource part: 'parameter/a/b' for both '/a/b' and 'a/b'."""
+    return "parameter/" + name.lstrip("/")
+
+
+def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str], dumps: DumpConfig,
+                             region: str) -> pulumi.Output[str]:
+    """Exactly what the dump needs: add objects under two prefixes, the bucket key, one parameter."""
+    identity = aws.get_caller_identity_output()
+    partition = aws.get_partition_output()
+    parameter_arn = pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":",
+                                         identity.account_id, ":", parameter_arn_suffix(dumps.password_parameter))
+    return pulumi.Output.json_dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "WriteDumpsAndFiles",
+                "Effect": "Allow",
+                # AbortMultipartUpload lets a failed multipart dump clean up after itself.
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": [pulumi.Output.concat(bucket_arn, "/", dumps.prefix, "/*"),
+                             pulumi.Output.concat(bucket_arn, "/", dumps.files_prefix, "/*")],
+            },
+            {
+                "Sid": "UseBucketKey",
+                "Effect": "Allow",
+                # Decrypt: S3 needs it to assemble a multipart upload encrypted with SSE-KMS.
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": key_arn,
+            },
+            {
+                "Sid": "ReadDumpPassword",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": parameter_arn,
+            },
+        ],
+    })
+
+
+class DumpDocument(pulumi.ComponentResource):
+    """SSM Command document + State Manager association on the instance + the instance role's policy."""
+
+    def __init__(self, name: str, args: DumpDocumentArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(TYPE_TOKEN, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        script = read_dump_script(args.script_path)
+        content = json.dumps(document_content(script, args.files, args.dumps, args.region,
+                                              args.timeout_seconds), indent=1)
+        if len(content.encode()) > MAX_DOCUMENT_BYTES:
+            raise DumpDocumentError(
+                f"SSM document {args.document_name} would be {len(content.encode())} bytes; AWS allows "
+                f"{MAX_DOCUMENT_BYTES}. Shrink {args.script_path}")
+
+        self.document = aws.ssm.Document(
+            f"{name}-document", name=args.document_name, document_type="Command",
+            document_format="JSON", content=content, target_type="/AWS::EC2::Instance",
+            tags=STRATEGY_TAGS, opts=child)
+
+        self.instance_policy = aws.iam.RolePolicy(
+            f"{name}-instance-policy", name=f"{args.document_name}-writer", role=args.instance_role_name,
+            policy=instance_policy_document(args.bucket_arn, args.key_arn, args.dumps, args.region),
+            opts=child)
+
+        d = args.dumps
+        self.association = aws.ssm.Association(
+            f"{name}-association",
+            association_name=f"{args.document_name}-nightly",
+            name=self.document.name,
+            targets=[aws.ssm.AssociationTargetArgs(key="InstanceIds", values=[args.instance_id])],
+            schedule_expression=d.schedule,
+            # Never at deploy time: a dump during business hours loads the production database.
+            apply_only_at_cron_interval=True,
+            compliance_severity="HIGH",
+            max_errors="0",
+            parameters={"Database": d.database, "Bucket": args.bucket_name, "Prefix": d.prefix,
+                        "FilesPrefix": d.files_prefix, "PasswordParameter": d.password_parameter,
+                        "User": d.user, "Compression": d.compression, "Region": args.region},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance_policy]))
+
+        self.document_name = self.document.name
+        self.association_id = self.association.association_id
+        self.register_outputs({"documentName": self.document_name, "associationId": self.association_id})
