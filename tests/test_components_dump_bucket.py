@@ -1,0 +1,129 @@
+"""DumpBucket on the mock engine: private, encrypted, versioned, TLS-only, self-expiring."""
+import json
+
+DUMPS_NS = "quickport-backup:dumps"
+BUCKET_ARN = "arn:aws:s3:::quickport-prod-db-dumps-ap-south-1"
+
+
+def _with_dumps(stack_with, prod_config, **changes):
+    return stack_with({DUMPS_NS: {**prod_config[DUMPS_NS], **changes}})
+
+
+def _lifecycle_rules(declared):
+    lifecycle = declared.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    return {rule["filter"]["prefix"]: rule for rule in lifecycle.inputs["rules"]}
+
+
+def _bucket(declared):
+    return declared.one("aws:s3/bucket:Bucket")
+
+
+def test_bucket_is_named_from_config_protected_and_never_force_destroyed(prod_stack):
+    bucket = _bucket(prod_stack)
+    assert bucket.inputs["bucket"] == "quickport-prod-db-dumps-ap-south-1"
+    assert bucket.inputs["forceDestroy"] is False
+    assert bucket.protect
+
+
+def test_every_bucket_setting_applies_to_the_bucket(prod_stack):
+    bucket_id = _bucket(prod_stack).id
+    for type_ in ("bucketVersioning:BucketVersioning", "bucketPublicAccessBlock:BucketPublicAccessBlock",
+                  "bucketOwnershipControls:BucketOwnershipControls", "bucketPolicy:BucketPolicy",
+                  "bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                  "bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"):
+        assert prod_stack.one(f"aws:s3/{type_}").inputs["bucket"] == bucket_id, type_
+
+
+def test_versioning_is_enabled(prod_stack):
+    versioning = prod_stack.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
+
+
+def test_objects_are_encrypted_with_the_buckets_own_rotating_key_and_a_bucket_key(prod_stack):
+    key = prod_stack.one("aws:kms/key:Key", "quickport-prod-dumps-key")
+    assert key.inputs["enableKeyRotation"] is True and key.protect
+    [rule] = prod_stack.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms",
+                                                          "kmsMasterKeyId": key.outputs["arn"]}
+    assert rule["bucketKeyEnabled"] is True
+
+
+def test_bucket_key_is_not_the_vault_key(prod_stack):
+    vault_key = prod_stack.one("aws:kms/key:Key", "quickport-prod-vault-key")
+    bucket_key = prod_stack.one("aws:kms/key:Key", "quickport-prod-dumps-key")
+    assert vault_key.outputs["arn"] != bucket_key.outputs["arn"]
+    # Its key policy names no service: only IAM (the instance role's policy) grants use of it.
+    [statement] = json.loads(bucket_key.inputs["policy"])["Statement"]
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+
+
+def test_all_four_public_access_blocks_are_on(prod_stack):
+    block = prod_stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
+        assert block.inputs[flag] is True, flag
+
+
+def test_bucket_owner_owns_every_object(prod_stack):
+    ownership = prod_stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+
+
+def test_bucket_policy_denies_requests_without_tls(prod_stack):
+    statements = json.loads(prod_stack.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
+    [tls] = [s for s in statements if "Condition" in s]
+    assert tls["Effect"] == "Deny" and tls["Principal"] == "*" and tls["Action"] == "s3:*"
+    assert tls["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_bucket_policy_denies_deleting_object_versions_to_everyone(prod_stack):
+    statements = json.loads(prod_stack.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])["Statement"]
+    [versions] = [s for s in statements if "Condition" not in s]
+    assert versions == {"Sid": "DenyObjectVersionDeletion", "Effect": "Deny", "Principal": "*",
+                        "Action": "s3:DeleteObjectVersion", "Resource": f"{BUCKET_ARN}/*"}
+
+
+def test_bucket_policy_waits_for_the_public_access_block(prod_stack):
+    policy = prod_stack.one("aws:s3/bucketPolicy:BucketPolicy")
+    assert prod_stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").urn in policy.dependencies
+
+
+def test_lifecycle_expires_dumps_and_files_after_the_retention_days(stack_with, prod_config):
+    rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, retentionDays=45))
+    assert sorted(rules) == ["files/", "mysql/"]
+    for rule in rules.values():
+        assert rule["status"] == "Enabled"
+        assert rule["expiration"] == {"days": 45}
+
+
+def test_lifecycle_keeps_noncurrent_versions_the_configured_days(stack_with, prod_config):
+    rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, noncurrentRetentionDays=12))
+    for rule in rules.values():
+        assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 12}
+
+
+def test_lifecycle_keeps_noncurrent_versions_at_least_seven_days(stack_with, prod_config):
+    rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, noncurrentRetentionDays=2))
+    for rule in rules.values():
+        assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 7}
+
+
+def test_lifecycle_aborts_incomplete_multipart_uploads_within_two_days(prod_stack):
+    for rule in _lifecycle_rules(prod_stack).values():
+        assert 1 <= rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] <= 2
+
+
+def test_lifecycle_waits_for_versioning(prod_stack):
+    lifecycle = prod_stack.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert prod_stack.one("aws:s3/bucketVersioning:BucketVersioning").urn in lifecycle.dependencies
+
+
+def test_lifecycle_follows_configured_prefixes(stack_with, prod_config):
+    rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, prefix="db/mariadb", filesPrefix="p1"))
+    assert sorted(rules) == ["db/mariadb/", "p1/"]
+
+
+def test_every_bucket_child_is_parented_to_the_component(prod_stack):
+    component = prod_stack.one("quickport:backup:DumpBucket")
+    assert len(prod_stack.children_of(component)) == 9
