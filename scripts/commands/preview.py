@@ -5,18 +5,27 @@ import argparse
 from collections import Counter
 from typing import Any
 
+from pathlib import Path
+
 from components.config import ConfigError, load_stack_config, read_stack_file, stack_file
-from scripts.common import EXIT_OK, Context, UsageError, add_common_options
+from scripts.common import EXIT_FAILED, EXIT_OK, CommandError, Context, UsageError, add_common_options
 
 HELP = """\
 Run the Pulumi program on the SDK's mock engine with the stack's config (no Pulumi CLI, no AWS
 credentials) and print the resource tree as `pulumi preview` would: type, name, parent, protect.
-Exit 0 on success, 2 on a config error (one line naming the key, the value and what is allowed)."""
+Then judge the declared resources with the CrossGuard policy pack in policies/, started and driven
+over the analyzer protocol exactly as `pulumi preview --policy-pack policies` does.
+Exit 0 on success, 1 when a mandatory policy is violated, 2 on a config error (one line naming the
+key, the value and what is allowed)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preview", help="offline preview of the stack's resources", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("policies")
+    g.add_argument("--policy-config", type=Path, metavar="FILE",
+                   help="policy pack config, same JSON as `pulumi preview --policy-pack-config FILE`")
+    g.add_argument("--no-policies", action="store_true", help="skip the policy pack (resource tree only)")
     add_common_options(p, aws=False)
     p.set_defaults(handler=run_preview)
 
@@ -68,16 +77,54 @@ def summary(resources) -> dict[str, Any]:
             "byType": dict(sorted(Counter(r.type for r in resources).items()))}
 
 
-def run_preview(ctx: Context) -> int:
-    _, resources = declared_resources(ctx)
+def policy_config(ctx: Context):
+    """The --policy-config file, parsed before anything runs; a bad file is a usage error."""
+    from scripts.policy_gate import PolicyConfigError, load_policy_config
+    path = getattr(ctx.args, "policy_config", None)
+    if getattr(ctx.args, "no_policies", False) or path is None:
+        return {}
+    try:
+        return load_policy_config(path)
+    except PolicyConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def judge(ctx: Context, raw, resources, config):
+    """Run the policy pack on `resources`; None with --no-policies."""
+    from scripts.policy_gate import PolicyConfigError, PolicyPackError, run_policy_gate
+    if getattr(ctx.args, "no_policies", False):
+        return None
+    ctx.progress("running policy pack policies/ over the analyzer protocol")
+    try:
+        return run_policy_gate(resources, raw, stack=ctx.args.stack, policy_config=config)
+    except PolicyConfigError as e:
+        raise UsageError(str(e)) from None
+    except PolicyPackError as e:
+        raise CommandError(str(e)) from None
+
+
+def report_preview(ctx: Context, raw, resources, config=None) -> int:
+    """Judge and print what was declared. Tests hand in a changed resource list to reach this path."""
+    from scripts.policy_gate import format_violations
+    result = judge(ctx, raw, resources, config or {})
     counts = summary(resources)
-    text = "\n".join([
+    lines = [
         f"Previewing stack '{ctx.args.stack}' offline (mock engine: no Pulumi CLI, no AWS calls)",
         "",
         render_tree(resources),
         "",
-        f"Resources: + {counts['create']} to create ({counts['protected']} protected)",
-    ])
-    ctx.emit({"stack": ctx.args.stack, "resources": [r.to_json() for r in resources],
-              "summary": counts}, text)
-    return EXIT_OK
+    ]
+    document = {"stack": ctx.args.stack, "resources": [r.to_json() for r in resources], "summary": counts}
+    if result is not None:
+        lines += [format_violations(result), ""]
+        document["policyPack"] = {"name": result.pack, "version": result.version}
+        document["violations"] = [v.to_json() for v in result.violations]
+    lines.append(f"Resources: + {counts['create']} to create ({counts['protected']} protected)")
+    ctx.emit(document, "\n".join(lines))
+    return EXIT_FAILED if result is not None and result.mandatory else EXIT_OK
+
+
+def run_preview(ctx: Context) -> int:
+    config = policy_config(ctx)
+    raw, resources = declared_resources(ctx)
+    return report_preview(ctx, raw, resources, config)
