@@ -14,7 +14,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -72,13 +72,18 @@ class DumpDocumentArgs:
     document_name: str = "quickport-backup-dump"  # SSM document name
     script_path: Path = DUMP_SCRIPT            # embedded verbatim
     timeout_seconds: int = 7200                # per step; a large dump must not be cut at SSM's 1 h default
+    # What must exist before the first nightly run, e.g. the DumpBucket component (its encryption,
+    # policy and versioning); the association waits for it.
+    association_depends_on: Sequence[pulumi.Resource] = ()
 
     @classmethod
     def from_config(cls, cfg: StackConfig, bucket_name: pulumi.Input[str], bucket_arn: pulumi.Input[str],
-                    key_arn: pulumi.Input[str]) -> "DumpDocumentArgs":
+                    key_arn: pulumi.Input[str],
+                    association_depends_on: Sequence[pulumi.Resource] = ()) -> "DumpDocumentArgs":
         return cls(instance_id=cfg.instance_id, instance_role_name=cfg.instance_role_name,
                    region=cfg.region, bucket_name=bucket_name, bucket_arn=bucket_arn, key_arn=key_arn,
-                   dumps=cfg.dumps, files=cfg.files, document_name=f"quickport-{cfg.stack}-backup-dump")
+                   dumps=cfg.dumps, files=cfg.files, document_name=f"quickport-{cfg.stack}-backup-dump",
+                   association_depends_on=tuple(association_depends_on))
 
 
 def read_dump_script(path: Path) -> str:
@@ -255,7 +260,8 @@ class DumpDocument(pulumi.ComponentResource):
             parameters={"Database": d.database, "Bucket": args.bucket_name, "Prefix": d.prefix,
                         "FilesPrefix": d.files_prefix, "PasswordParameter": d.password_parameter,
                         "User": d.user, "Compression": d.compression, "Region": args.region},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance_policy]))
+            opts=pulumi.ResourceOptions(parent=self,
+                                        depends_on=[self.instance_policy, *args.association_depends_on]))
 
         self.document_name = self.document.name
         self.association_id = self.association.association_id

@@ -24,9 +24,8 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     baselines = BaselineSnapshots(f"{prefix}-baselines", BaselineSnapshotsArgs.from_config(cfg))
     bucket = DumpBucket(f"{prefix}-dumps", DumpBucketArgs.from_config(cfg))
     # The association must not run before the bucket's policy, encryption and versioning exist.
-    dump = DumpDocument(f"{prefix}-dump",
-                        DumpDocumentArgs.from_config(cfg, bucket.bucket_name, bucket.bucket_arn, bucket.key_arn),
-                        opts=pulumi.ResourceOptions(depends_on=[bucket]))
+    dump = DumpDocument(f"{prefix}-dump", DumpDocumentArgs.from_config(
+        cfg, bucket.bucket_name, bucket.bucket_arn, bucket.key_arn, association_depends_on=[bucket]))
     vault_arns = [vault.vault_arn] + ([plan.copy_vault.arn] if plan.copy_vault else [])
     key_arns = [vault.key_arn, bucket.key_arn] + ([plan.copy_key.arn] if plan.copy_vault else [])
     guard_rails = AccountGuardRails(f"{prefix}-guard-rails", AccountGuardRailsArgs(
