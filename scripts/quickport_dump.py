@@ -334,6 +334,13 @@ _IDENT = rb"`((?:[^`]|``)+)`"
 _INSERT = re.compile(rb"INSERT INTO " + _IDENT + rb" VALUES ?")
 _CREATE_TABLE = re.compile(rb"CREATE TABLE " + _IDENT + rb" \(")
 _SERVER_VERSION = re.compile(rb"^-- Server version\s+(.+?)\s*$")
+# Views, triggers, routines and events as mariadb-dump/mysqldump write them (one header line each).
+_OBJECTS = (
+    ("views", re.compile(rb"^/\*!50001 VIEW " + _IDENT)),
+    ("triggers", re.compile(rb"^/\*!50003 CREATE\*/ .*?/\*!50003 TRIGGER (?:" + _IDENT + rb"|([^\s`]+))")),
+    ("routines", re.compile(rb"^CREATE (?:DEFINER=.*? )?(?:FUNCTION|PROCEDURE) " + _IDENT)),
+    ("events", re.compile(rb"^/\*!50106 CREATE\*/ .*?/\*!50106 EVENT " + _IDENT)),
+)
 
 
 class DumpInspector:
@@ -348,6 +355,7 @@ class DumpInspector:
 
     def __init__(self) -> None:
         self.tables: Dict[str, int] = {}
+        self.objects: Dict[str, List[str]] = {kind: [] for kind, _ in _OBJECTS}
         self.server_version: Optional[str] = None
         self.last_line = b""
         self._pieces: List[bytes] = []
@@ -376,6 +384,14 @@ class DumpInspector:
             m = _SERVER_VERSION.match(line)
             if m:
                 self.server_version = m.group(1).decode("utf-8", "replace")
+        elif line.startswith((b"/*!5", b"CREATE ")):
+            for kind, pattern in _OBJECTS:
+                m = pattern.match(line)
+                if m:
+                    name = self._name(next(g for g in m.groups() if g is not None))
+                    if name not in self.objects[kind]:
+                        self.objects[kind].append(name)
+                    break
 
     def _block(self, block: bytes) -> None:
         """A block of whole lines (ends with a newline)."""
@@ -545,14 +561,47 @@ def publish(s3, bucket: str, latest_key: str, manifest: Dict[str, Any]) -> str:
     return manifest_key
 
 
+PREFLIGHT_SQL = """\
+SELECT 1 FROM mysql.proc LIMIT 0;
+SELECT (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER')
+     + (SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES
+        WHERE PRIVILEGE_TYPE = 'TRIGGER' AND '{database}' LIKE TABLE_SCHEMA);
+"""
+
+
+def preflight(defaults_file: str, database: str) -> None:
+    """Fail loudly where mariadb-dump would silently leave things out: without SELECT on mysql.proc
+    it dumps no routines, without TRIGGER no triggers, and both still exit 0. Also proves the
+    credentials work before anything is uploaded."""
+    client = find_program("mariadb", "mysql")
+    if not client:
+        raise BackupFailed("neither the mariadb nor the mysql client is installed")
+    out = subprocess.run([client, f"--defaults-file={defaults_file}", "--batch", "--skip-column-names"],
+                         input=PREFLIGHT_SQL.format(database=database).encode(), capture_output=True,
+                         env=child_env(), timeout=120)
+    message = out.stderr.decode("utf-8", "replace").strip().splitlines()
+    if out.returncode != 0:
+        detail = message[-1] if message else f"exit {out.returncode}"
+        if "mysql" in detail and "proc" in detail:
+            detail += ("; mariadb-dump would silently omit routines: GRANT SELECT ON mysql.proc "
+                       "to the backup user")
+        raise BackupFailed(f"database pre-flight check failed: {detail}")
+    if out.stdout.split()[-1:] == [b"0"]:
+        raise BackupFailed(f"the database user lacks the TRIGGER privilege on {database}; mariadb-dump "
+                           f"would silently omit triggers: GRANT TRIGGER ON `{database}`.* to it")
+
+
 def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str,
                   compression: str = "zstd", region: Optional[str] = None, s3=None,
                   progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
     """Dump one database to S3 and publish its manifest and latest.json. Returns the manifest.
     Raises BackupFailed (nothing published, upload aborted) on any failure."""
+    if not DATABASE_RE.match(database):
+        raise UsageProblem(f"database {database!r}: must be 1-64 characters A-Z a-z 0-9 _")
     compression = choose_compression(compression)
     compress_argv, _, suffix = COMPRESSORS[compression]
     dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *DUMP_OPTIONS, "--", database]
+    preflight(defaults_file, database)
     s3 = s3 or s3_client(region)
     started = utcnow()
     key = dump_key(prefix, database, started, suffix)
@@ -605,6 +654,7 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         "host": socket.gethostname(),
         "started_at": isoformat(started), "finished_at": isoformat(finished),
         "tables": dict(sorted(inspector.tables.items())),
+        "objects": {kind: sorted(names) for kind, names in inspector.objects.items()},
     }
     publish(s3, bucket, f"{prefix}/{database}/latest.json", manifest)
     progress(f"done: {upload.bytes} bytes, {len(manifest['tables'])} tables, "

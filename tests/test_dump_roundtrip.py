@@ -1,26 +1,112 @@
-"""Round trip on a real MariaDB: dump to S3 (moto), restore with the drill, compare with the source."""
+"""Round trip on a real MariaDB: dump to S3 (moto server), restore with the drill, compare with the source."""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 
 import boto3
-import pytest
 
 from scripts import quickport_dump
-from tests.fixtures.mariadb import BACKUP_PASSWORD, SEED_TABLES, seed_database
+from scripts.cli import main as backupctl
+from tests.fixtures.mariadb import SEED_TABLES, seed_database, s3_keys
 
-BUCKET = "qp-dumps"
-
-
-@pytest.fixture
-def bucket(aws):
-    boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
-    return BUCKET
+SOURCE = "crm_rt"
 
 
-def test_dump_manifest_counts_rows_per_table(mariadb_server, bucket, tmp_path):
-    seed_database(mariadb_server, "crm_rt")
-    defaults = mariadb_server.defaults_file("backup", BACKUP_PASSWORD, tmp_path)
-    manifest = quickport_dump.dump_database(database="crm_rt", bucket=bucket, prefix="mysql",
-                                            defaults_file=defaults)
-    assert manifest["tables"] == SEED_TABLES
+def dump(bucket: str, defaults: str, database: str = SOURCE, **kw) -> dict:
+    return quickport_dump.dump_database(database=database, bucket=bucket, prefix="mysql",
+                                        defaults_file=defaults, **kw)
+
+
+def drill(bucket, mariadb_server, tmp_path, *extra):
+    return backupctl(["db-restore-drill", "--latest", "--bucket", bucket, "--prefix", "mysql",
+                      "--database", SOURCE, "--defaults-file", mariadb_server.root_defaults,
+                      "--log-file", str(tmp_path / "ops.jsonl"), "--json", *extra])
+
+
+def test_manifest_counts_rows_per_table(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    assert dump(dump_bucket, backup_defaults)["tables"] == SEED_TABLES
+
+
+def test_manifest_lists_views_triggers_routines_and_events(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    assert dump(dump_bucket, backup_defaults)["objects"] == {
+        "views": ["customer_totals"], "triggers": ["invoices_audit"],
+        "routines": ["customer_count", "with_tax"], "events": ["nightly_cleanup"]}
+
+
+def test_dump_object_layout_and_hash_match_the_manifest(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    manifest = dump(dump_bucket, backup_defaults)
+    assert re.fullmatch(rf"mysql/{SOURCE}/\d{{4}}/\d\d/\d\d/{SOURCE}-\d{{8}}T\d{{6}}Z\.sql\.zst", manifest["key"])
+    body = boto3.client("s3").get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read()
+    assert (hashlib.sha256(body).hexdigest(), len(body)) == (manifest["sha256"], manifest["bytes"])
+
+
+def test_latest_json_points_at_the_published_manifest(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    manifest = dump(dump_bucket, backup_defaults)
+    s3 = boto3.client("s3")
+    latest = json.loads(s3.get_object(Bucket=dump_bucket, Key=f"mysql/{SOURCE}/latest.json")["Body"].read())
+    published = json.loads(s3.get_object(Bucket=dump_bucket, Key=latest["manifest"])["Body"].read())
+    assert (latest["key"], published) == (manifest["key"], manifest)
+
+
+def test_drill_restores_latest_dump_with_matching_counts(mariadb_server, dump_bucket, backup_defaults,
+                                                         tmp_path, capsys):
+    seed_database(mariadb_server, SOURCE)
+    dump(dump_bucket, backup_defaults)
+    code = drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    report = json.loads(capsys.readouterr().out)
+    assert (code, report["ok"], {t["table"]: t["restored"] for t in report["tables"]}) == (0, True, SEED_TABLES)
+
+
+def test_drill_drops_the_scratch_database_afterwards(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+    seed_database(mariadb_server, SOURCE)
+    dump(dump_bucket, backup_defaults)
+    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    assert mariadb_server.sql("SHOW DATABASES LIKE 'crm\\_rt\\_drill'") == []
+
+
+def _table_contents(db, database: str) -> dict:
+    contents = {}
+    for table in SEED_TABLES:
+        contents[table] = db.sql(f"SELECT * FROM `{table}` ORDER BY 1", database)
+    contents["view"] = db.sql("SELECT * FROM customer_totals ORDER BY id", database)
+    contents["function"] = db.sql("SELECT with_tax(100.00)", database)
+    return contents
+
+
+def test_restored_data_equal_the_source(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+    seed_database(mariadb_server, SOURCE)
+    mariadb_server.drop_databases("crm_rt_kept")
+    dump(dump_bucket, backup_defaults)
+    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_kept", "--keep")
+    assert _table_contents(mariadb_server, "crm_rt_kept") == _table_contents(mariadb_server, SOURCE)
+
+
+def test_restored_trigger_still_fires(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+    seed_database(mariadb_server, SOURCE)
+    mariadb_server.drop_databases("crm_rt_kept")
+    dump(dump_bucket, backup_defaults)
+    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_kept", "--keep")
+    mariadb_server.sql("INSERT INTO invoices (customer_id, amount, issued) VALUES (1, 5, '2026-11-26')", "crm_rt_kept")
+    assert mariadb_server.sql("SELECT message FROM `audit log`", "crm_rt_kept") == \
+        mariadb_server.sql("SELECT CONCAT('invoice ', MAX(id)) FROM invoices", "crm_rt_kept")
+
+
+def test_gzip_dump_round_trips(mariadb_server, dump_bucket, backup_defaults, tmp_path, capsys):
+    seed_database(mariadb_server, SOURCE)
+    manifest = dump(dump_bucket, backup_defaults, compression="gzip")
+    code = drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    assert (manifest["key"].endswith(".sql.gz"), code, json.loads(capsys.readouterr().out)["ok"]) == (True, 0, True)
+
+
+def test_drill_writes_the_operations_log(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+    seed_database(mariadb_server, SOURCE)
+    dump(dump_bucket, backup_defaults)
+    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    events = [json.loads(line)["event"] for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
+    assert events == ["db-restore-drill-started", "db-restore-drill-finished"]
