@@ -91,18 +91,22 @@ def load_policy_config(path: Path) -> dict[str, dict[str, Any]]:
         doc = json.loads(text)
     except ValueError as e:
         raise PolicyConfigError(f"policy config {path}: not valid JSON: {e}") from None
+    return parse_policy_config(doc, f"policy config {path}")
+
+
+def parse_policy_config(doc: Any, source: str = "policy config") -> dict[str, dict[str, Any]]:
+    """Normalise the JSON document: a string value is that policy's enforcement level."""
     if not isinstance(doc, dict):
-        raise PolicyConfigError(f"policy config {path}: must be a JSON object of policy name -> config")
+        raise PolicyConfigError(f"{source}: must be a JSON object of policy name -> config")
     result: dict[str, dict[str, Any]] = {}
     for name, value in doc.items():
         if isinstance(value, str):
             value = {"enforcementLevel": value}
         if not isinstance(value, dict):
-            raise PolicyConfigError(f"policy config {path}: {name}: must be an enforcement level string "
-                                    f"or an object")
+            raise PolicyConfigError(f"{source}: {name}: must be an enforcement level string or an object")
         level = value.get("enforcementLevel")
         if level is not None and level not in ENFORCEMENT_LEVELS:
-            raise PolicyConfigError(f"policy config {path}: {name}.enforcementLevel = {level!r}: must be one "
+            raise PolicyConfigError(f"{source}: {name}.enforcementLevel = {level!r}: must be one "
                                     f"of {', '.join(ENFORCEMENT_LEVELS)}")
         result[name] = dict(value)
     return result
@@ -118,6 +122,7 @@ def reconcile_policy_config(policies: Sequence[PolicyInfo], initial: Mapping[str
     """
     import jsonschema
 
+    given = parse_policy_config(dict(given))
     by_name = {p.name: p for p in policies}
     for name, value in given.items():
         if name == "all":

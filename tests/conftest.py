@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.pulumi_engine",
     "tests.fixtures.moto_server",
     "tests.fixtures.mariadb",
+    "tests.fixtures.policy_pack",
 ]

@@ -312,9 +312,16 @@ _PLACEHOLDER = re.compile(r"^(?:\$|%|\{|<|\*+$)")
 
 
 def _secret_problems(text: str) -> list[str]:
-    """Why `text` (a document body or a parameter value) holds a password in the clear, if it does."""
+    """Why `text` (a document body or a parameter value) holds a password in the clear, if it does.
+
+    A JSON document is judged string by string (each runCommand entry is a shell line), plus its
+    password-named keys; anything else (YAML, a plain value) line by line.
+    """
+    document = _structured(text)
+    lines = [line for _, s in iter_strings(document) for line in s.splitlines()] \
+        if document is not None else text.splitlines()
     problems = []
-    for line in text.splitlines():
+    for line in lines:
         if _DB_CLIENT.search(line):
             for match in _ARGV_PASSWORD.finditer(line):
                 problems.append(f"a password on a database client's command line ({match.group(1).strip()}...; "
@@ -322,7 +329,7 @@ def _secret_problems(text: str) -> list[str]:
         assignment = _LINE_ASSIGNMENT.match(line)
         if assignment and not _PLACEHOLDER.match(assignment.group(2)):
             problems.append(f"a literal {assignment.group(1)} assignment")
-    problems += [f"a literal value for '{key}'" for key in _password_keys(_structured(text))]
+    problems += [f"a literal value for '{key}'" for key in _password_keys(document)]
     return problems
 
 
@@ -330,9 +337,10 @@ def _structured(text: str) -> Any:
     """A document body parsed as JSON (SSM documents are JSON or YAML; YAML is checked line by line)."""
     import json
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except ValueError:
         return None
+    return document if isinstance(document, (dict, list)) else None
 
 
 def _password_keys(value: Any, key: str = "") -> list[str]:
