@@ -324,9 +324,14 @@ class PolicyGate:
         reader.join(self.startup_timeout)
         text = line[0].decode().strip() if line else ""
         if not text.isdigit():
+            try:
+                code = self._process.wait(timeout=5)  # let a dying pack finish writing its error
+            except subprocess.TimeoutExpired:
+                code = None
+            reason = self._stderr_tail() or (f"exited with code {code}" if code is not None
+                                             else f"no port printed within {self.startup_timeout:g}s")
             self.close()
-            raise PolicyPackError(f"policy pack {self.pack_dir} did not start: "
-                                  f"{self._stderr_tail() or 'no port printed within %ss' % self.startup_timeout}")
+            raise PolicyPackError(f"policy pack {self.pack_dir} did not start: {reason}")
         return int(text)
 
     def _stderr_tail(self) -> str:

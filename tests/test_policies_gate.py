@@ -1,0 +1,197 @@
+"""End to end: `backupctl preview` runs the real program on the mock engine, then the real pack.
+
+Variants of Pulumi.prod.yaml go through --config-file; variants only a code change could make (an
+unprotected bucket, a vault without its lock) go through the same report path with a changed copy
+of the shipped stack's resources.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts import cli
+from scripts.commands import preview
+from scripts.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
+from scripts.policy_gate import PolicyGate, PolicyPackError
+from tests.fixtures.policy_pack import Resources, violations_of
+
+NS = "quickport-backup"
+
+
+def write_stack(tmp_path: Path, prod_config: dict, **changes) -> Path:
+    """A copy of Pulumi.prod.yaml with `changes` merged into quickport-backup:<key> objects."""
+    config = copy.deepcopy(prod_config)
+    for key, value in changes.items():
+        current = config.get(f"{NS}:{key}")
+        config[f"{NS}:{key}"] = {**current, **value} if isinstance(current, dict) else value
+    path = tmp_path / "Pulumi.variant.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["preview", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def report(capsys, prod_config, resources, *argv: str) -> tuple[int, str]:
+    """The preview's report path (gate, output, exit code) for a given resource list."""
+    args = cli.build_parser().parse_args(["preview", *argv])
+    code = preview.report_preview(Context(args=args, command="preview"), prod_config, list(resources))
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def shipped(prod_stack) -> Resources:
+    return Resources(prod_stack)
+
+
+# --- the shipped stack -----------------------------------------------------------------------------
+
+def test_shipped_prod_stack_passes_every_policy(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == EXIT_OK
+    assert "quickport-backup-policies@v0.1.0: no violations" in out
+
+
+def test_json_output_lists_no_violations_for_shipped_stack(capsys):
+    code, out, _ = run_cli(capsys, "--json")
+    document = json.loads(out)
+    assert code == EXIT_OK and document["violations"] == []
+    assert document["policyPack"] == {"name": "quickport-backup-policies", "version": "0.1.0"}
+
+
+# --- config variants -------------------------------------------------------------------------------
+
+def test_three_day_backup_retention_fails_the_gate(capsys, tmp_path, prod_config):
+    stack = write_stack(tmp_path, prod_config, backup={
+        "retentionDays": 3, "vaultLock": {"mode": "governance", "minRetentionDays": 3, "maxRetentionDays": 35}})
+    code, out, _ = run_cli(capsys, "--config-file", str(stack))
+    assert code == EXIT_FAILED
+    assert "[mandatory]  backup-retention-minimum" in out
+    assert "keeps recovery points 3 days; the strategy requires at least 7" in out
+    assert "[mandatory]  backup-vault-locked" in out
+
+
+def test_one_day_recycle_bin_fails_the_gate(capsys, tmp_path, prod_config):
+    stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
+    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--json")
+    assert code == EXIT_FAILED
+    [violation] = json.loads(out)["violations"]
+    assert violation["policy"] == "recycle-bin-retention-minimum" and violation["level"] == "mandatory"
+    assert "keeps deleted snapshots 1 days" in violation["message"]
+    assert violation["urn"].endswith("::quickport-prod-recycle-bin-ebs-snapshot")
+
+
+def test_unlocked_recycle_bin_fails_the_gate(capsys, tmp_path, prod_config):
+    stack = write_stack(tmp_path, prod_config, recycleBin={"lock": False})
+    code, out, _ = run_cli(capsys, "--config-file", str(stack))
+    assert code == EXIT_FAILED and "is not locked" in out
+
+
+def test_no_policies_skips_the_gate(capsys, tmp_path, prod_config):
+    stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
+    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--no-policies", "--json")
+    assert code == EXIT_OK and "violations" not in json.loads(out)
+
+
+def test_policy_config_file_raises_a_threshold_for_the_gate(capsys, tmp_path):
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"dump-retention-minimum": {"minRetentionDays": 60}}))
+    code, out, _ = run_cli(capsys, "--policy-config", str(config))
+    assert code == EXIT_FAILED
+    assert "deletes dumps after 30 days; the strategy requires at least 60" in out
+
+
+def test_policy_config_file_can_make_a_policy_advisory(capsys, tmp_path, prod_config):
+    stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"recycle-bin-retention-minimum": "advisory"}))
+    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--policy-config", str(config))
+    assert code == EXIT_OK and "[advisory]  recycle-bin-retention-minimum" in out
+
+
+# --- bad policy config: exit 2, one line -----------------------------------------------------------
+
+@pytest.mark.parametrize("content,expected", [
+    ("{not json", "not valid JSON"),
+    ('["backup-retention-minimum"]', "must be a JSON object of policy name -> config"),
+    ('{"all": "strict"}', "all.enforcementLevel = 'strict': must be one of advisory, mandatory, remediate, disabled"),
+    ('{"backup-retention-minimun": {"minRetentionDays": 7}}', "backup-retention-minimun: no such policy; allowed: all,"),
+    ('{"backup-retention-minimum": {"minDays": 7}}', "backup-retention-minimum.minDays: no such setting; allowed: "
+                                                     "enforcementLevel, minRetentionDays"),
+    ('{"backup-retention-minimum": {"minRetentionDays": 0}}', "backup-retention-minimum.minRetentionDays = 0"),
+])
+def test_bad_policy_config_exits_2_with_one_line(capsys, tmp_path, content, expected):
+    config = tmp_path / "policy-config.json"
+    config.write_text(content)
+    code, out, err = run_cli(capsys, "--policy-config", str(config))
+    assert code == EXIT_USAGE
+    [line] = [l for l in err.splitlines() if "error:" in l]
+    assert expected in line
+
+
+def test_missing_policy_config_file_exits_2(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--policy-config", str(tmp_path / "absent.json"))
+    assert code == EXIT_USAGE and "cannot read" in err
+
+
+# --- variants that need the program changed: same report path, changed resources -------------------
+
+def test_unprotected_dump_bucket_fails_the_gate(capsys, prod_config, shipped):
+    code, out = report(capsys, prod_config, shipped.changed("aws:s3/bucket:Bucket", protect=False))
+    assert code == EXIT_FAILED
+    assert "[mandatory]  critical-resources-protected" in out
+    assert "S3 bucket 'quickport-prod-dumps-bucket' has protect: false" in out
+
+
+def test_vault_without_lock_fails_the_gate(capsys, prod_config, shipped):
+    lock = [r for r in shipped if r.type == "aws:backup/vaultLockConfiguration:VaultLockConfiguration"
+            and r.inputs.get("backupVaultName") == "quickport-prod-vault"]
+    resources = Resources(r for r in shipped if r is not lock[0])
+    code, out = report(capsys, prod_config, resources)
+    assert code == EXIT_FAILED
+    assert "backup vault 'quickport-prod-vault' has no vault lock configuration" in out
+
+
+def test_baseline_without_lock_fails_the_gate(capsys, prod_config, shipped):
+    resources = Resources(r for r in shipped if "snapshot_id" not in r.inputs)
+    code, out = report(capsys, prod_config, resources, "--json")
+    assert code == EXIT_FAILED
+    policies = {v["policy"] for v in json.loads(out)["violations"]}
+    assert policies == {"baseline-snapshot-locked"}
+
+
+def test_violations_are_grouped_by_policy_with_each_urn(capsys, prod_config, shipped):
+    resources = shipped.changed("aws:s3/bucket:Bucket", protect=False)
+    key = next(r for r in resources if r.type == "aws:kms/key:Key")
+    resources = resources.changed(key.type, key.name, protect=False)
+    _, out = report(capsys, prod_config, resources)
+    assert out.count("- [mandatory]  critical-resources-protected  (2)") == 1
+    assert key.urn in out
+
+
+# --- the pack process ------------------------------------------------------------------------------
+
+def test_stack_without_instance_id_is_reported_by_root_volume_rule(shipped):
+    with PolicyGate(stack_config={"aws:region": "ap-south-1"}) as gate:
+        result = gate.evaluate(list(shipped))
+    [violation] = violations_of(result, "root-volume-in-backup-plan")
+    assert violation.message.startswith("the production instance is unknown: set instanceId")
+
+
+def test_pack_that_fails_to_start_is_reported_with_its_error(tmp_path):
+    (tmp_path / "PulumiPolicy.yaml").write_text("name: broken\nruntime: python\n")
+    (tmp_path / "__main__.py").write_text("raise SystemExit('broken pack: missing dependency')\n")
+    with pytest.raises(PolicyPackError, match="broken pack: missing dependency"):
+        PolicyGate(stack_config={}, pack_dir=tmp_path).start()
+
+
+def test_directory_without_pulumipolicy_yaml_is_not_a_pack(tmp_path):
+    with pytest.raises(PolicyPackError, match="no PulumiPolicy.yaml"):
+        PolicyGate(stack_config={}, pack_dir=tmp_path).start()
