@@ -16,6 +16,9 @@ from components.backup_vault import STRATEGY_TAGS, key_policy_allowing_services
 from components.config import StackConfig, VaultLock
 
 TYPE_TOKEN = "quickport:backup:DailySnapshotPlan"
+# Names are scoped to the plan, so fixed names never clash and stay inside AWS's 50 characters.
+RULE_NAME = "daily"
+SELECTION_NAME = "instance-by-arn"
 BACKUP_SERVICE_POLICIES = (
     "service-role/AWSBackupServiceRolePolicyForBackup",
     "service-role/AWSBackupServiceRolePolicyForRestores",
@@ -24,7 +27,7 @@ BACKUP_SERVICE_POLICIES = (
 
 @dataclass(frozen=True)
 class DailySnapshotPlanArgs:
-    plan_name: str                                    # AWS Backup plan name; also names the rule and role
+    plan_name: str                                    # AWS Backup plan name; also names the role
     vault_name: pulumi.Input[str]                     # target vault (BackupVault.vault_name)
     vault_arn: pulumi.Input[str]                      # same vault; the restore test reads from it
     instance_id: str                                  # the one EC2 instance selected, by ARN
@@ -37,6 +40,9 @@ class DailySnapshotPlanArgs:
     copy_vault_lock: VaultLock = field(default_factory=VaultLock)  # lock of the copy vault
     restore_test_schedule: str = "cron(0 6 ? * SUN *)"  # weekly, Sunday 06:00 UTC (11:30 IST)
     restore_test_validation_hours: int = 2            # the test instance is deleted after this
+    # None: AWS infers the restore (default VPC and security group, same instance type, IMDSv2).
+    # Set securityGroupIds/subnetId to boot the test copy where it cannot reach customers.
+    restore_test_metadata_overrides: Optional[dict[str, str]] = None
 
     @classmethod
     def from_config(cls, cfg: StackConfig, vault_name: pulumi.Input[str],
@@ -97,7 +103,7 @@ class DailySnapshotPlan(pulumi.ComponentResource):
             f"{name}-plan",
             name=args.plan_name,
             rules=[aws.backup.PlanRuleArgs(
-                rule_name=f"{args.plan_name}-rule",
+                rule_name=RULE_NAME,
                 target_vault_name=args.vault_name,
                 schedule=args.schedule,
                 start_window=args.start_window_minutes,
@@ -114,7 +120,7 @@ class DailySnapshotPlan(pulumi.ComponentResource):
         # Resources only, no tag conditions: AWS ORs tags with ARNs, so a tag would widen the selection.
         self.selection = aws.backup.Selection(
             f"{name}-selection",
-            name=f"{args.plan_name}-instance",
+            name=SELECTION_NAME,
             plan_id=self.plan.id,
             iam_role_arn=self.role.arn,
             resources=[self.instance_arn],
@@ -141,6 +147,7 @@ class DailySnapshotPlan(pulumi.ComponentResource):
             protected_resource_arns=[self.instance_arn],
             iam_role_arn=self.role.arn,
             validation_window_hours=args.restore_test_validation_hours,
+            restore_metadata_overrides=args.restore_test_metadata_overrides,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.role_policy_attachments))
 
         self.plan_id = self.plan.id

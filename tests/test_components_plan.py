@@ -1,5 +1,6 @@
 """DailySnapshotPlan on the mock engine: role, one rule, selection by ARN, restore test, copy."""
 import json
+import re
 
 import botocore.session
 
@@ -39,6 +40,7 @@ def test_plan_has_one_rule_on_the_configured_schedule_into_the_vault(prod_stack)
     assert plan.inputs["name"] == "quickport-prod-daily"
     assert len(plan.inputs["rules"]) == 1
     rule = _rule(prod_stack)
+    assert rule["ruleName"] == "daily"
     assert rule["schedule"] == "cron(0 20 * * ? *)"
     assert rule["targetVaultName"] == "quickport-prod-vault"
 
@@ -97,6 +99,14 @@ def test_selection_selects_the_instance_by_arn_only(prod_stack):
         assert widening not in selection.inputs, widening
 
 
+def test_names_fit_aws_backup_limits_for_the_longest_plan_name(stack_with, prod_config):
+    declared = _with_backup(stack_with, prod_config, planName="p" * 50)
+    name_re = r"^[a-zA-Z0-9\-\_\.]{1,50}$"  # BackupRuleName / BackupSelectionName in the Backup API docs
+    assert re.match(name_re, _rule(declared)["ruleName"])
+    assert re.match(name_re, declared.one("aws:backup/selection:Selection").inputs["name"])
+    assert len(declared.one("aws:iam/role:Role").inputs["name"]) <= 64
+
+
 def test_selection_uses_the_plan_and_the_service_role(prod_stack):
     selection = prod_stack.one("aws:backup/selection:Selection")
     assert selection.inputs["planId"] == prod_stack.one("aws:backup/plan:Plan").id
@@ -145,3 +155,18 @@ def test_every_plan_child_is_parented_to_the_component(prod_stack):
                         "aws:backup/plan:Plan", "aws:backup/selection:Selection",
                         "aws:backup/restoreTestingPlan:RestoreTestingPlan",
                         "aws:backup/restoreTestingSelection:RestoreTestingSelection"}
+
+
+def test_restore_test_can_be_isolated_with_metadata_overrides(run_component):
+    from components.backup_plan import DailySnapshotPlan, DailySnapshotPlanArgs
+    overrides = {"securityGroupIds": '["sg-0123456789abcdef0"]', "subnetId": "subnet-0123456789abcdef0"}
+    declared = run_component(lambda: DailySnapshotPlan("p", DailySnapshotPlanArgs(
+        plan_name="p", vault_name="v", vault_arn="arn:aws:backup:ap-south-1:123456789012:backup-vault:v",
+        instance_id="i-0a1b2c3d4e5f67890", region="ap-south-1", restore_test_metadata_overrides=overrides)))
+    selection = declared.one("aws:backup/restoreTestingSelection:RestoreTestingSelection")
+    assert selection.inputs["restoreMetadataOverrides"] == overrides
+
+
+def test_shipped_restore_test_uses_inferred_metadata(prod_stack):
+    selection = prod_stack.one("aws:backup/restoreTestingSelection:RestoreTestingSelection")
+    assert "restoreMetadataOverrides" not in selection.inputs
