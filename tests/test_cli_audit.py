@@ -1,0 +1,647 @@
+"""`backupctl audit`: each check ok, FAIL, and could-not-check.
+
+EC2 instances/snapshots, S3, STS and AWS Backup plans/vaults/vault locks are moto in server mode
+(fixture `aws`). What moto lacks is stubbed with botocore's Stubber, which validates requests and
+responses against the service model: backup ListRecoveryPointsByBackupVault and
+GetBackupVaultAccessPolicy, the whole Recycle Bin (rbin) API, EC2 DescribeLockedSnapshots and
+GetSnapshotBlockPublicAccessState. On backup and ec2 only those operations are stubbed; every other
+call on the same client still reaches moto.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import boto3
+import pytest
+import yaml
+from botocore.stub import ANY, Stubber
+
+from scripts import cli
+from scripts.commands.audit import runs_at_least_daily
+
+REGION = "ap-south-1"
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "prod-root-2026-11-20-before-php-upgrade"
+VAULT = "quickport-prod-vault"
+PLAN = "quickport-prod-daily"
+BUCKET = "quickport-prod-db-dumps-ap-south-1"
+DB = "quickport_crm_laravel"
+ACCOUNT = "123456789012"   # moto's default account
+MOTO_AMI = "ami-785db401"  # an Ubuntu AMI moto ships, root /dev/sda1; listing all AMIs costs seconds
+
+
+class PartialStubber(Stubber):
+    """A Stubber that answers only the named operations; the client's other calls reach moto."""
+
+    def __init__(self, client, operations: set[str]):
+        super().__init__(client)
+        self.operations = operations
+
+    def _assert_expected_params(self, model, params, context, **kwargs):
+        if model.name in self.operations:
+            return super()._assert_expected_params(model, params, context, **kwargs)
+
+    def _get_response_handler(self, model, params, context, **kwargs):
+        if model.name in self.operations:
+            return super()._get_response_handler(model, params, context, **kwargs)
+        return None
+
+
+@dataclass
+class ApiError:
+    code: str
+    message: str = "denied by test"
+    status: int = 400
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Account:
+    """A strategy-compliant account in moto, plus the stubbed answers of the APIs moto lacks."""
+    config_file: Path
+    instance_id: str
+    root_volume_id: str
+    baseline_snapshot_id: str
+    log_file: Path
+    recovery_points: Any = None
+    vault_policy: Any = None
+    rbin_rules: Any = None
+    locks: Any = None
+    block_public_access: Any = "block-all-sharing"
+    stubbers: list = field(default_factory=list)
+
+    def instance_arn(self) -> str:
+        return f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{self.instance_id}"
+
+
+def _client(service: str):
+    return boto3.client(service, region_name=REGION)
+
+
+def _good_policy() -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyRecoveryPointDeletion", "Effect": "Deny", "Principal": {"AWS": "*"},
+        "Action": ["backup:DeleteRecoveryPoint", "backup:UpdateRecoveryPointLifecycle",
+                   "backup:PutBackupVaultAccessPolicy"], "Resource": "*"}]}
+
+
+def _recovery_point(account: Account, age_hours: float, status: str = "COMPLETED") -> dict:
+    created = _now() - dt.timedelta(hours=age_hours)
+    return {"RecoveryPointArn": f"arn:aws:ec2:{REGION}::image/ami-0{int(age_hours * 10):016x}",
+            "BackupVaultName": VAULT, "ResourceArn": account.instance_arn(), "ResourceType": "EC2",
+            "Status": status, "CreationDate": created, "CompletionDate": created + dt.timedelta(minutes=9)}
+
+
+def _rbin_rule(retention_days: int = 7, lock_state: Optional[str] = "locked", tags: Optional[list] = None) -> dict:
+    rule = {"Identifier": "a1b2c3d4e5f", "ResourceType": "EBS_SNAPSHOT", "Status": "available",
+            "RetentionPeriod": {"RetentionPeriodValue": retention_days, "RetentionPeriodUnit": "DAYS"},
+            "RuleArn": f"arn:aws:rbin:{REGION}:{ACCOUNT}:rule/a1b2c3d4e5f"}
+    if lock_state:
+        rule["LockState"] = lock_state
+        rule["LockConfiguration"] = {"UnlockDelay": {"UnlockDelayValue": 7, "UnlockDelayUnit": "DAYS"}}
+    if tags:
+        rule["ResourceTags"] = tags
+    return rule
+
+
+def _lock(snapshot_id: str, state: str = "governance", days_left: int = 20) -> dict:
+    return {"OwnerId": ACCOUNT, "SnapshotId": snapshot_id, "LockState": state, "LockDuration": 30,
+            "LockCreatedOn": _now() - dt.timedelta(days=10),
+            "LockExpiresOn": _now() + dt.timedelta(days=days_left)}
+
+
+def _write_dump(s3, age_hours: float = 2.0) -> None:
+    """A good dump as the dump script leaves it: object, manifest, then latest.json."""
+    end = _now() - dt.timedelta(hours=age_hours)
+    key = f"mysql/{DB}/{end:%Y/%m/%d}/{DB}-{end:%Y%m%dT%H%M%SZ}.sql.zst"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"dump bytes")
+    manifest = {"key": key, "bytes": 10, "sha256": "0" * 64, "compression": "zstd", "database": DB,
+                "start": (end - dt.timedelta(minutes=5)).isoformat(), "end": end.isoformat(), "tables": {}}
+    s3.put_object(Bucket=BUCKET, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
+    s3.put_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json",
+                  Body=json.dumps({"key": key, "manifest": key + ".manifest.json", "end": end.isoformat()}).encode())
+
+
+GOOD_PLAN_RULE = {"ScheduleExpression": "cron(0 20 * * ? *)", "Lifecycle": {"DeleteAfterDays": 7}}
+
+
+@pytest.fixture
+def plan_rule() -> Optional[dict]:
+    """The backup plan's one rule (tests parametrize this name to arrange another; None: no plan)."""
+    return GOOD_PLAN_RULE
+
+
+@pytest.fixture
+def account(aws, tmp_path, plan_rule) -> Account:
+    """Arrange a compliant account with the same APIs the strategy's resources use."""
+    ec2 = _client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    ami = MOTO_AMI
+    inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
+                             SubnetId=subnet)["Instances"][0]
+    instance_id = inst["InstanceId"]
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    root = next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
+                if m["DeviceName"] == inst["RootDeviceName"])
+    alloc = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    ec2.associate_address(InstanceId=instance_id, AllocationId=alloc)
+    snap = ec2.create_snapshot(VolumeId=root, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "Name", "Value": BASELINE}, {"Key": "Strategy", "Value": "quickport-backup"}]}])["SnapshotId"]
+
+    backup = _client("backup")
+    backup.create_backup_vault(BackupVaultName=VAULT)
+    backup.put_backup_vault_lock_configuration(BackupVaultName=VAULT, MinRetentionDays=7, MaxRetentionDays=35)
+    if plan_rule is not None:
+        backup.create_backup_plan(BackupPlan={"BackupPlanName": PLAN, "Rules": [
+            {"RuleName": "daily", "TargetBackupVaultName": VAULT, **plan_rule}]})
+
+    s3 = _client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/quickport-dumps"},
+        "BucketKeyEnabled": True}]})
+    _write_dump(s3)
+
+    raw = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    cfg = raw["config"]
+    cfg["quickport-backup:instanceId"] = instance_id
+    cfg["quickport-backup:rootVolumeId"] = root
+    cfg["quickport-backup:elasticIpAllocationId"] = alloc
+    cfg["quickport-backup:baselines"][0]["volumeId"] = root
+    config_file = tmp_path / "Pulumi.prod.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    acct = Account(config_file, instance_id, root, snap, tmp_path / "ops.jsonl")
+    acct.recovery_points = [_recovery_point(acct, 3), _recovery_point(acct, 27)]
+    acct.vault_policy = _good_policy()
+    acct.rbin_rules = [_rbin_rule()]
+    acct.locks = [_lock(snap)]
+    return acct
+
+
+def _answer(stubber: Stubber, operation: str, value: Any, response: dict, expected: Optional[dict] = None) -> None:
+    if isinstance(value, ApiError):
+        stubber.add_client_error(operation, service_error_code=value.code, service_message=value.message,
+                                 http_status_code=value.status, expected_params=expected)
+    else:
+        stubber.add_response(operation, response, expected)
+
+
+def _stubbed_clients(acct: Account) -> dict:
+    backup, ec2, rbin = _client("backup"), _client("ec2"), _client("rbin")
+    b = PartialStubber(backup, {"ListRecoveryPointsByBackupVault", "GetBackupVaultAccessPolicy"})
+    _answer(b, "list_recovery_points_by_backup_vault", acct.recovery_points,
+            {"RecoveryPoints": acct.recovery_points if isinstance(acct.recovery_points, list) else []},
+            {"BackupVaultName": VAULT, "ByResourceArn": acct.instance_arn()})
+    if isinstance(acct.vault_policy, ApiError):
+        _answer(b, "get_backup_vault_access_policy", acct.vault_policy, {}, {"BackupVaultName": VAULT})
+    elif acct.vault_policy is not None:
+        b.add_response("get_backup_vault_access_policy",
+                       {"BackupVaultName": VAULT, "Policy": json.dumps(acct.vault_policy)}, {"BackupVaultName": VAULT})
+    else:
+        b.add_client_error("get_backup_vault_access_policy", "ResourceNotFoundException",
+                           "Backup vault access policy not found", 404)
+
+    r = Stubber(rbin)
+    if isinstance(acct.rbin_rules, ApiError):
+        _answer(r, "list_rules", acct.rbin_rules, {}, {"ResourceType": "EBS_SNAPSHOT"})
+    else:
+        r.add_response("list_rules", {"Rules": [
+            {k: rule[k] for k in ("Identifier", "RetentionPeriod", "LockState", "RuleArn") if k in rule}
+            for rule in acct.rbin_rules]}, {"ResourceType": "EBS_SNAPSHOT"})
+        for rule in acct.rbin_rules:
+            r.add_response("get_rule", rule, {"Identifier": rule["Identifier"]})
+
+    e = PartialStubber(ec2, {"DescribeLockedSnapshots", "GetSnapshotBlockPublicAccessState"})
+    _answer(e, "describe_locked_snapshots", acct.locks,
+            {"Snapshots": acct.locks if isinstance(acct.locks, list) else []}, {"SnapshotIds": ANY})
+    _answer(e, "get_snapshot_block_public_access_state", acct.block_public_access,
+            {"State": acct.block_public_access, "ManagedBy": "account"}, {})
+    for s in (b, r, e):
+        s.activate()
+    acct.stubbers = [b, r, e]
+    return {"backup": backup, "ec2": ec2, "rbin": rbin}
+
+
+def run_audit(acct: Account, *extra: str) -> tuple[int, dict]:
+    import io
+    from contextlib import redirect_stdout
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = cli.main(["audit", "--json", "--config-file", str(acct.config_file),
+                       "--log-file", str(acct.log_file), *extra], clients=_stubbed_clients(acct))
+    return rc, json.loads(out.getvalue())
+
+
+def status_of(doc: dict, name: str) -> dict:
+    return next(c for c in doc["checks"] if c["name"] == name)
+
+
+# --- the whole audit ----------------------------------------------------------------------------
+
+def test_compliant_account_passes_every_check_and_exits_0(account):
+    rc, doc = run_audit(account)
+    assert [c for c in doc["checks"] if c["status"] != "ok"] == []
+    assert doc["ok"] is True and rc == 0
+    for s in account.stubbers:
+        s.assert_no_pending_responses()
+
+
+def test_any_failed_check_makes_audit_exit_1(account):
+    account.block_public_access = "unblocked"
+    rc, doc = run_audit(account)
+    assert rc == 1 and doc["ok"] is False
+
+
+def test_audit_text_output_is_a_table_with_one_line_per_check(account, capsys):
+    rc = cli.main(["audit", "--config-file", str(account.config_file), "--log-file", str(account.log_file)],
+                  clients=_stubbed_clients(account))
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert any(line.startswith("ok") and "vault-lock" in line for line in out.splitlines())
+    assert "all checks ok" in out
+
+
+def test_audit_appends_its_result_to_the_operations_log(account):
+    account.rbin_rules = []
+    run_audit(account)
+    record = json.loads(account.log_file.read_text().splitlines()[-1])
+    assert record["command"] == "audit" and record["ok"] is False and record["not_ok"] == ["recycle-bin"]
+
+
+def test_bad_max_age_hours_exits_2_naming_the_flag(account, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["audit", "--config-file", str(account.config_file), "--max-age-hours", "soon"])
+    assert exc.value.code == 2 and "--max-age-hours" in capsys.readouterr().err
+
+
+def test_bad_stack_config_exits_2_before_any_aws_call(account, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(account.config_file.read_text().replace("retentionDays: 7", "retentionDays: seven", 1))
+    rc = cli.main(["audit", "--config-file", str(bad)], clients=_stubbed_clients(account))
+    assert rc == 2 and "retentionDays" in capsys.readouterr().err
+
+
+# --- recovery point -----------------------------------------------------------------------------
+
+def test_recovery_point_younger_than_26h_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "recovery-point")["status"] == "ok"
+
+
+def test_recovery_point_older_than_26h_fails(account):
+    account.recovery_points = [_recovery_point(account, 30)]
+    _, doc = run_audit(account)
+    check = status_of(doc, "recovery-point")
+    assert check["status"] == "FAIL" and "30.0 h" in check["detail"]
+
+
+def test_only_a_failed_recent_recovery_point_fails(account):
+    account.recovery_points = [_recovery_point(account, 1, status="PARTIAL")]
+    _, doc = run_audit(account)
+    assert status_of(doc, "recovery-point")["status"] == "FAIL"
+
+
+def test_recovery_point_max_age_is_configurable(account):
+    account.recovery_points = [_recovery_point(account, 30)]
+    _, doc = run_audit(account, "--max-age-hours", "48")
+    assert status_of(doc, "recovery-point")["status"] == "ok"
+
+
+def test_recovery_points_access_denied_is_could_not_check_with_the_reason(account):
+    account.recovery_points = ApiError("AccessDeniedException", "not authorized", 403)
+    rc, doc = run_audit(account)
+    check = status_of(doc, "recovery-point")
+    assert check["status"] == "could-not-check" and "AccessDeniedException" in check["detail"]
+    assert rc == 1
+
+
+# --- backup plan --------------------------------------------------------------------------------
+
+def test_backup_plan_with_7_day_daily_rule_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "backup-plan")["status"] == "ok"
+
+
+@pytest.mark.parametrize("plan_rule", [{"ScheduleExpression": "cron(0 20 * * ? *)",
+                                        "Lifecycle": {"DeleteAfterDays": 3}}])
+def test_backup_plan_keeping_3_days_fails(account):
+    _, doc = run_audit(account)
+    check = status_of(doc, "backup-plan")
+    assert check["status"] == "FAIL" and "3 days" in check["detail"] and "at least 7" in check["detail"]
+
+
+@pytest.mark.parametrize("plan_rule", [{"ScheduleExpression": "cron(0 20 ? * SUN *)",
+                                        "Lifecycle": {"DeleteAfterDays": 7}}])
+def test_weekly_backup_plan_fails(account):
+    _, doc = run_audit(account)
+    check = status_of(doc, "backup-plan")
+    assert check["status"] == "FAIL" and "does not run every day" in check["detail"]
+
+
+@pytest.mark.parametrize("plan_rule", [None])
+def test_missing_backup_plan_fails(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "backup-plan") == {"name": "backup-plan", "status": "FAIL",
+                                             "detail": f"no backup plan named {PLAN}"}
+
+
+@pytest.mark.parametrize("expression, daily", [
+    ("cron(0 20 * * ? *)", True), ("cron(0 */6 ? * * *)", True), ("cron(0 20 ? * MON-FRI *)", False),
+    ("cron(0 20 1 * ? *)", False), ("rate(12 hours)", True), ("rate(2 days)", False), ("", False)])
+def test_schedule_runs_at_least_daily_only_when_it_fires_every_day(expression, daily):
+    assert runs_at_least_daily(expression) is daily
+
+
+# --- vault lock ---------------------------------------------------------------------------------
+
+def test_locked_vault_with_7_day_minimum_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-lock")["status"] == "ok"
+
+
+def test_vault_without_lock_fails(account):
+    _client("backup").delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
+    _, doc = run_audit(account)
+    check = status_of(doc, "vault-lock")
+    assert check["status"] == "FAIL" and "no vault lock" in check["detail"]
+
+
+def test_vault_lock_with_short_minimum_fails(account):
+    backup = _client("backup")
+    backup.delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
+    backup.put_backup_vault_lock_configuration(BackupVaultName=VAULT, MinRetentionDays=1, MaxRetentionDays=35)
+    _, doc = run_audit(account)
+    check = status_of(doc, "vault-lock")
+    assert check["status"] == "FAIL" and "MinRetentionDays is 1" in check["detail"]
+
+
+def test_missing_vault_fails_rather_than_could_not_check(account):
+    backup = _client("backup")
+    backup.delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
+    backup.delete_backup_vault(BackupVaultName=VAULT)
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-lock")["status"] == "FAIL"
+
+
+# --- vault access policy ------------------------------------------------------------------------
+
+def test_vault_policy_denying_deletion_to_everyone_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+
+
+def test_vault_without_access_policy_fails(account):
+    account.vault_policy = None
+    _, doc = run_audit(account)
+    check = status_of(doc, "vault-access-policy")
+    assert check["status"] == "FAIL" and "no access policy" in check["detail"]
+
+
+def test_vault_policy_denying_only_to_one_role_fails(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Principal"] = {"AWS": f"arn:aws:iam::{ACCOUNT}:role/intern"}
+    account.vault_policy = policy
+    _, doc = run_audit(account)
+    check = status_of(doc, "vault-access-policy")
+    assert check["status"] == "FAIL" and "backup:DeleteRecoveryPoint" in check["detail"]
+
+
+def test_vault_policy_with_a_condition_fails(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Condition"] = {"StringEquals": {"aws:PrincipalTag/team": "dev"}}
+    account.vault_policy = policy
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "FAIL"
+
+
+def test_vault_policy_denying_backup_wildcard_is_ok(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Action"] = "backup:*"
+    account.vault_policy = policy
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+
+
+def test_vault_policy_access_denied_is_could_not_check(account):
+    account.vault_policy = ApiError("AccessDeniedException", "no backup:GetBackupVaultAccessPolicy", 403)
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "could-not-check"
+
+
+# --- recycle bin --------------------------------------------------------------------------------
+
+def test_locked_region_level_recycle_bin_rule_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "recycle-bin")["status"] == "ok"
+
+
+def test_no_recycle_bin_rule_fails(account):
+    account.rbin_rules = []
+    _, doc = run_audit(account)
+    assert status_of(doc, "recycle-bin")["status"] == "FAIL"
+
+
+def test_unlocked_recycle_bin_rule_fails(account):
+    account.rbin_rules = [_rbin_rule(lock_state=None)]
+    _, doc = run_audit(account)
+    check = status_of(doc, "recycle-bin")
+    assert check["status"] == "FAIL" and "must be locked" in check["detail"]
+
+
+def test_pending_unlock_recycle_bin_rule_fails(account):
+    account.rbin_rules = [_rbin_rule(lock_state="pending_unlock")]
+    _, doc = run_audit(account)
+    assert status_of(doc, "recycle-bin")["status"] == "FAIL"
+
+
+def test_recycle_bin_rule_keeping_3_days_fails(account):
+    account.rbin_rules = [_rbin_rule(retention_days=3)]
+    _, doc = run_audit(account)
+    check = status_of(doc, "recycle-bin")
+    assert check["status"] == "FAIL" and "retains 3 days" in check["detail"]
+
+
+def test_tag_level_recycle_bin_rule_fails(account):
+    account.rbin_rules = [_rbin_rule(lock_state=None, tags=[{"ResourceTagKey": "Strategy",
+                                                            "ResourceTagValue": "quickport-backup"}])]
+    _, doc = run_audit(account)
+    check = status_of(doc, "recycle-bin")
+    assert check["status"] == "FAIL" and "tag-level" in check["detail"]
+
+
+def test_recycle_bin_api_error_is_could_not_check(account):
+    account.rbin_rules = ApiError("AccessDeniedException", "no rbin:ListRules", 403)
+    _, doc = run_audit(account)
+    check = status_of(doc, "recycle-bin")
+    assert check["status"] == "could-not-check" and "rbin:ListRules" in check["detail"]
+
+
+# --- baselines ----------------------------------------------------------------------------------
+
+def test_completed_locked_baseline_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, f"baseline {BASELINE}")["status"] == "ok"
+
+
+def test_missing_baseline_snapshot_fails(account):
+    _client("ec2").delete_snapshot(SnapshotId=account.baseline_snapshot_id)
+    account.locks = []
+    _, doc = run_audit(account)
+    check = status_of(doc, f"baseline {BASELINE}")
+    assert check["status"] == "FAIL" and "no snapshot" in check["detail"]
+
+
+def test_unlocked_baseline_fails(account):
+    account.locks = []
+    _, doc = run_audit(account)
+    check = status_of(doc, f"baseline {BASELINE}")
+    assert check["status"] == "FAIL" and "not locked" in check["detail"]
+
+
+def test_baseline_with_expired_lock_fails(account):
+    account.locks = [_lock(account.baseline_snapshot_id, state="expired", days_left=-1)]
+    _, doc = run_audit(account)
+    assert status_of(doc, f"baseline {BASELINE}")["status"] == "FAIL"
+
+
+def test_baseline_of_another_volume_fails(account):
+    ec2 = _client("ec2")
+    other = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8)["VolumeId"]
+    ec2.delete_snapshot(SnapshotId=account.baseline_snapshot_id)
+    ec2.create_snapshot(VolumeId=other, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "Name", "Value": BASELINE}]}])
+    account.locks = []
+    _, doc = run_audit(account)
+    check = status_of(doc, f"baseline {BASELINE}")
+    assert check["status"] == "FAIL" and other in check["detail"]
+
+
+def test_baseline_lock_api_unavailable_is_could_not_check(account):
+    account.locks = ApiError("InvalidAction", "The action DescribeLockedSnapshots is not valid", 400)
+    _, doc = run_audit(account)
+    check = status_of(doc, f"baseline {BASELINE}")
+    assert check["status"] == "could-not-check"
+    assert account.baseline_snapshot_id in check["detail"] and "InvalidAction" in check["detail"]
+
+
+# --- snapshot block public access ---------------------------------------------------------------
+
+def test_block_all_sharing_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "snapshot-block-public-access")["status"] == "ok"
+
+
+def test_block_new_sharing_only_fails(account):
+    account.block_public_access = "block-new-sharing"
+    _, doc = run_audit(account)
+    check = status_of(doc, "snapshot-block-public-access")
+    assert check["status"] == "FAIL" and "block-new-sharing" in check["detail"]
+
+
+def test_block_public_access_api_error_is_could_not_check(account):
+    account.block_public_access = ApiError("UnauthorizedOperation", "not authorized", 403)
+    _, doc = run_audit(account)
+    assert status_of(doc, "snapshot-block-public-access")["status"] == "could-not-check"
+
+
+# --- dumps --------------------------------------------------------------------------------------
+
+def test_dump_finished_2h_ago_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "dump-fresh")["status"] == "ok"
+
+
+def test_dump_finished_30h_ago_fails(account):
+    _write_dump(_client("s3"), age_hours=30)
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-fresh")
+    assert check["status"] == "FAIL" and "30.0 h" in check["detail"]
+
+
+def test_without_latest_json_the_newest_manifest_counts(account):
+    _client("s3").delete_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json")
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-fresh")
+    assert check["status"] == "ok" and check["detail"].endswith("ago") and ".manifest.json" in check["detail"]
+
+
+def test_no_dump_at_all_fails(account):
+    s3 = _client("s3")
+    for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
+        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-fresh")
+    assert check["status"] == "FAIL" and "no dump manifest" in check["detail"]
+
+
+def test_latest_json_pointing_at_a_missing_manifest_fails(account):
+    _client("s3").put_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json",
+                             Body=json.dumps({"manifest": f"mysql/{DB}/gone.manifest.json"}).encode())
+    _, doc = run_audit(account)
+    assert status_of(doc, "dump-fresh")["status"] == "FAIL"
+
+
+def test_versioned_bucket_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "dump-bucket-versioning")["status"] == "ok"
+
+
+def test_suspended_versioning_fails(account):
+    _client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-bucket-versioning")
+    assert check["status"] == "FAIL" and "Suspended" in check["detail"]
+
+
+def test_missing_dump_bucket_fails_every_bucket_check(account):
+    s3 = _client("s3")
+    for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
+        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+    s3.delete_bucket(Bucket=BUCKET)
+    _, doc = run_audit(account)
+    assert {status_of(doc, n)["status"] for n in ("dump-fresh", "dump-bucket-versioning",
+                                                   "dump-bucket-public-access", "dump-bucket-encryption")} == {"FAIL"}
+
+
+def test_full_public_access_block_is_ok(account):
+    _, doc = run_audit(account)
+    assert status_of(doc, "dump-bucket-public-access")["status"] == "ok"
+
+
+def test_partial_public_access_block_fails_naming_the_flag(account):
+    _client("s3").put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": True})
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-bucket-public-access")
+    assert check["status"] == "FAIL" and "BlockPublicPolicy" in check["detail"]
+
+
+def test_no_public_access_block_fails(account):
+    _client("s3").delete_public_access_block(Bucket=BUCKET)
+    _, doc = run_audit(account)
+    assert status_of(doc, "dump-bucket-public-access")["status"] == "FAIL"
+
+
+def test_sse_kms_bucket_is_ok(account):
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-bucket-encryption")
+    assert check["status"] == "ok" and "alias/quickport-dumps" in check["detail"]
+
+
+def test_sse_s3_bucket_fails(account):
+    _client("s3").put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    _, doc = run_audit(account)
+    check = status_of(doc, "dump-bucket-encryption")
+    assert check["status"] == "FAIL" and "AES256" in check["detail"]
