@@ -508,6 +508,9 @@ def _pump(source, sink, inspect: Optional[Callable[[bytes], None]], errors: List
             sink.write(chunk)
     except BaseException as e:  # noqa: BLE001 - handed to the main thread
         errors.append(e)
+        # Stop reading: the dump then fails on a broken pipe instead of blocking on a full one.
+        with contextlib.suppress(OSError, ValueError):
+            source.close()
     finally:
         with contextlib.suppress(OSError, ValueError):
             sink.close()
