@@ -251,6 +251,9 @@ class DumpDocument(pulumi.ComponentResource):
             f"{name}-association",
             association_name=f"{args.document_name}-nightly",
             name=self.document.name,
+            # A content change makes a new document version; $LATEST runs it from the next night on
+            # without depending on the provider moving the default version.
+            document_version="$LATEST",
             targets=[aws.ssm.AssociationTargetArgs(key="InstanceIds", values=[args.instance_id])],
             schedule_expression=d.schedule,
             # Never at deploy time: a dump during business hours loads the production database.

@@ -157,6 +157,10 @@ def test_association_runs_the_document_on_the_instance_on_the_dump_schedule(prod
     assert association.inputs["applyOnlyAtCronInterval"] is True
 
 
+def test_association_runs_the_latest_document_version(prod_stack):
+    assert prod_stack.one("aws:ssm/association:Association").inputs["documentVersion"] == "$LATEST"
+
+
 def test_association_passes_the_configured_values_which_satisfy_the_patterns(prod_stack):
     parameters = prod_stack.one("aws:ssm/association:Association").inputs["parameters"]
     assert parameters == {"Database": "quickport_crm_laravel", "Bucket": "quickport-prod-db-dumps-ap-south-1",
