@@ -339,3 +339,22 @@ def test_password_in_plain_string_parameter_violates_no_inline_secrets(judge, st
     result = judge(strategy_resources.changed(PARAMETER, type="String"))
     [violation] = violations_of(result, "no-inline-secrets")
     assert "has type String; a password must be a SecureString" in violation.message
+
+
+# --- values unknown at preview -----------------------------------------------------------------------
+
+def test_unknown_policy_document_is_reported_as_advisory_not_passed(judge, strategy_resources):
+    from pulumi.output import Unknown
+    result = judge(strategy_resources.changed(VAULT_POLICY, policy=Unknown()))
+    [violation] = violations_of(result, "backup-vault-deny-delete")
+    assert violation.level == "advisory"
+    assert "can't run policy 'backup-vault-deny-delete'" in violation.message
+    assert "string value at .policy can't be known during preview" in violation.message
+
+
+def test_unknown_snapshot_id_does_not_stop_the_lock_protection_check(judge, strategy_resources):
+    from pulumi.output import Unknown
+    [lock] = [r for r in strategy_resources if "snapshot_id" in r.inputs]
+    result = judge(strategy_resources.changed(lock.type, lock.name, protect=False, snapshot_id=Unknown()))
+    [violation] = violations_of(result, "critical-resources-protected")
+    assert violation.level == "mandatory" and violation.message.startswith("snapshot lock 'baseline-lock'")
