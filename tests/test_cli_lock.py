@@ -1,0 +1,185 @@
+"""`backupctl lock` / `unlock`: EBS snapshot locks.
+
+Snapshots live in moto; LockSnapshot, UnlockSnapshot and DescribeLockedSnapshots (which moto lacks)
+are answered by a PartialStubber on the same client, so every request is checked against the EC2
+service model and the test fails if an operation is called that was not expected.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
+                                         prod_instance)
+
+LOCK_OPS = {"LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots"}
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def snapshot_id(prod_instance) -> str:
+    """Today's php-upgrade snapshot, made with the API `backupctl snapshot` uses."""
+    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
+    return prod_instance.ec2.create_snapshot(
+        VolumeId=prod_instance.root_volume_id, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": "Name", "Value": name}, {"Key": "Strategy", "Value": "quickport-backup"},
+            {"Key": "Instance", "Value": prod_instance.instance_id}]}])["SnapshotId"]
+
+
+@pytest.fixture
+def locks():
+    """An ec2 client on moto whose lock operations are stubbed."""
+    ec2 = ec2_client()
+    stubber = PartialStubber(ec2, LOCK_OPS)
+    with stubber:
+        yield ec2, stubber
+
+
+def _lock_info(snapshot_id: str, state: str, **extra) -> dict:
+    return {"Snapshots": [{"OwnerId": "123456789012", "SnapshotId": snapshot_id, "LockState": state,
+                           "LockDuration": 30, "LockCreatedOn": NOW,
+                           "LockExpiresOn": NOW + dt.timedelta(days=30), **extra}]}
+
+
+def test_governance_lock_sends_mode_and_duration_without_cool_off(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance",
+                                           "LockDuration": 30, "LockExpiresOn": NOW + dt.timedelta(days=30)},
+                         {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 30})
+
+    result = backupctl("lock", snapshot_id, "--mode", "governance", "--days", "30",
+                       *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+    assert f"Locked {snapshot_id}" in result.out and "governance until 2026-12-26" in result.out
+
+
+def test_lock_by_name_locks_that_snapshot(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
+    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance"},
+                         {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 7})
+
+    result = backupctl("lock", name, "--mode", "governance", "--days", "7", *prod_instance.common_args(),
+                       clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+
+
+def test_compliance_lock_without_yes_prints_the_plan_and_locks_nothing(prod_instance, backupctl, snapshot_id,
+                                                                         locks):
+    ec2, stubber = locks  # nothing queued: any lock call would fail the command
+
+    result = backupctl("lock", snapshot_id, "--mode", "compliance", "--days", "30",
+                       *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 2
+    assert "Would lock" in result.out and "COMPLIANCE" in result.out and "--yes" in result.out
+    assert not any(line["event"] == "snapshot-locked" for line in prod_instance.log_lines())
+
+
+def test_compliance_lock_with_yes_sends_the_cool_off_period(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "compliance-cooloff",
+                                           "CoolOffPeriod": 24, "LockDuration": 30},
+                         {"SnapshotId": snapshot_id, "LockMode": "compliance", "LockDuration": 30,
+                          "CoolOffPeriod": 24})
+
+    result = backupctl("lock", snapshot_id, "--mode", "compliance", "--days", "30", "--cool-off-hours", "24",
+                       "--yes", "--json", *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+    assert result.json()["lock"]["LockState"] == "compliance-cooloff"
+
+
+def test_cool_off_hours_with_governance_exits_2(prod_instance, backupctl, snapshot_id):
+    result = backupctl("lock", snapshot_id, "--mode", "governance", "--days", "30", "--cool-off-hours", "24",
+                       *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "only applies to mode compliance" in result.err
+
+
+@pytest.mark.parametrize("days", ["0", "36501", "ten"])
+def test_lock_days_outside_1_to_36500_exits_2(prod_instance, backupctl, snapshot_id, days):
+    result = backupctl("lock", snapshot_id, "--mode", "governance", "--days", days, *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "--days" in result.err and "1 to 36500" in result.err
+
+
+def test_lock_of_an_unknown_snapshot_exits_1(prod_instance, backupctl):
+    result = backupctl("lock", "snap-0123456789abcdef0", "--mode", "governance", "--days", "7",
+                       *prod_instance.common_args())
+
+    assert result.code == 1
+    assert "not found" in result.err
+
+
+def test_lock_writes_an_operations_log_line(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance"},
+                         {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 30})
+
+    backupctl("lock", snapshot_id, "--mode", "governance", "--days", "30", *prod_instance.common_args(),
+              clients={"ec2": ec2})
+
+    last = prod_instance.log_lines()[-1]
+    assert (last["command"], last["event"], last["snapshot_id"], last["mode"], last["days"]) == (
+        "lock", "snapshot-locked", snapshot_id, "governance", 30)
+
+
+def test_unlock_of_a_governance_lock_unlocks_it(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("describe_locked_snapshots", _lock_info(snapshot_id, "governance"),
+                         {"SnapshotIds": [snapshot_id]})
+    stubber.add_response("unlock_snapshot", {"SnapshotId": snapshot_id}, {"SnapshotId": snapshot_id})
+
+    result = backupctl("unlock", snapshot_id, *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+    assert f"Unlocked {snapshot_id} (was governance)" in result.out
+
+
+def test_unlock_of_a_compliance_lock_is_refused_with_its_expiry(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("describe_locked_snapshots", _lock_info(
+        snapshot_id, "compliance", CoolOffPeriod=24, CoolOffPeriodExpiresOn=NOW - dt.timedelta(hours=1)),
+        {"SnapshotIds": [snapshot_id]})
+    # No unlock_snapshot response is queued: calling it would be answered with a stub error.
+
+    result = backupctl("unlock", snapshot_id, *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 1
+    assert "locked in compliance mode until 2026-12-26T12:00:00+00:00" in result.err
+    assert "cannot be removed by anyone" in result.err
+    assert prod_instance.log_lines()[-1]["event"] == "unlock-refused"
+
+
+def test_unlock_during_the_compliance_cooling_off_period_is_allowed(prod_instance, backupctl, snapshot_id,
+                                                                      locks):
+    ec2, stubber = locks
+    stubber.add_response("describe_locked_snapshots", _lock_info(
+        snapshot_id, "compliance-cooloff", CoolOffPeriod=24, CoolOffPeriodExpiresOn=NOW + dt.timedelta(hours=23)),
+        {"SnapshotIds": [snapshot_id]})
+    stubber.add_response("unlock_snapshot", {"SnapshotId": snapshot_id}, {"SnapshotId": snapshot_id})
+
+    result = backupctl("unlock", snapshot_id, *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+
+
+def test_unlock_of_an_unlocked_snapshot_changes_nothing(prod_instance, backupctl, snapshot_id, locks):
+    ec2, stubber = locks
+    stubber.add_response("describe_locked_snapshots", {"Snapshots": []}, {"SnapshotIds": [snapshot_id]})
+
+    result = backupctl("unlock", snapshot_id, "--json", *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 0
+    assert result.json() == {"SnapshotId": snapshot_id, "LockState": None, "unlocked": False}
