@@ -1,0 +1,441 @@
+"""Thin boto3 functions for the restore commands (sections 6.1 and 6.2). Each takes a client first.
+
+Same rules as scripts/ec2ops.py (whose instance/snapshot functions the restore commands reuse): one
+AWS concept per function, AWS's own shapes, no printing (progress goes through a callback), and a
+failure a person must act on raises CommandError with one line. Long waits use the boto3 waiters
+with a WaiterConfig derived from the operator's --timeout, except the replace-root-volume task,
+which has no waiter and is polled here.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import shlex
+import time
+from typing import Any, Callable, Optional
+
+from botocore.exceptions import ClientError, WaiterError
+
+from scripts.common import CommandError
+from scripts.ec2ops import tag_list, tags_of
+
+RESTORE_MARKER_TAG = "quickport:restore-in-progress"     # on the instance while a restore runs
+REPLACED_TAG = "quickport:replaced-by-restore"           # on a root volume a restore took out of service
+RESTORED_FROM_TAG = "quickport:restored-from"            # on a volume created from a snapshot
+RESTORE_RUN_TAG = "quickport:restore-run"                # on everything a run created (cleanup key)
+# Task states in which AWS is still working on a root-volume replacement ("failing" ends in failed*).
+ACTIVE_TASK_STATES = ("pending", "in-progress", "failing")
+FAILED_TASK_STATES = ("failed", "failed-detached")
+# Device names a temporary volume may take on a helper (the AWS-recommended range for EBS data volumes).
+DATA_DEVICE_NAMES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
+# SSM writes a command's stdout to S3 under <prefix>/<command-id>/<instance-id>/<plugin>/.../stdout.
+SSM_STDOUT_SUFFIX = "/stdout"
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+def _error_code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _waiter_config(timeout: float, poll_seconds: float) -> dict[str, Any]:
+    """A boto3 WaiterConfig that waits `timeout` seconds, checking every `poll_seconds`."""
+    return {"Delay": poll_seconds, "MaxAttempts": max(1, math.ceil(timeout / poll_seconds))}
+
+
+def _wait(client, waiter_name: str, what: str, timeout: float, poll_seconds: float, **params: Any) -> None:
+    try:
+        client.get_waiter(waiter_name).wait(WaiterConfig=_waiter_config(timeout, poll_seconds), **params)
+    except WaiterError as e:
+        reason = str(e.last_response.get("Error", {}).get("Message", "")) if isinstance(
+            e.last_response, dict) else ""
+        raise CommandError(f"{what}: {waiter_name.replace('_', ' ')} not reached within "
+                           f"{timeout / 60:g} minutes ({e.kwargs.get('reason', reason) or reason or e})"
+                           ) from None
+
+
+# --- volumes ----------------------------------------------------------------------------------------
+
+def describe_volume(ec2, volume_id: str) -> dict[str, Any]:
+    return ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+
+
+def volume_settings_like(volume: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+    """CreateVolume parameters that reproduce `volume`'s type and performance for a volume made from
+    `snapshot`: same type, IOPS (io1/io2/gp3) and throughput (gp3), at least the snapshot's size and
+    the old volume's size (a grown root stays grown). Encryption follows the snapshot (a volume from
+    an encrypted snapshot is always encrypted with the snapshot's key); an unencrypted snapshot gives
+    an encrypted volume when the old volume was encrypted, with the old volume's key."""
+    params: dict[str, Any] = {"VolumeType": volume.get("VolumeType", "gp3"),
+                              "Size": max(int(snapshot.get("VolumeSize") or 0), int(volume.get("Size") or 0))}
+    if params["VolumeType"] in ("io1", "io2", "gp3") and volume.get("Iops"):
+        params["Iops"] = volume["Iops"]
+    if params["VolumeType"] == "gp3" and volume.get("Throughput"):
+        params["Throughput"] = volume["Throughput"]
+    if not snapshot.get("Encrypted") and volume.get("Encrypted"):
+        params["Encrypted"] = True
+        if volume.get("KmsKeyId"):
+            params["KmsKeyId"] = volume["KmsKeyId"]
+    return params
+
+
+def create_volume_from_snapshot(ec2, snapshot_id: str, availability_zone: str, settings: dict[str, Any],
+                                tags: dict[str, str]) -> str:
+    """CreateVolume from the snapshot in that AZ, tagged at creation; returns the volume id."""
+    return ec2.create_volume(SnapshotId=snapshot_id, AvailabilityZone=availability_zone,
+                             TagSpecifications=[{"ResourceType": "volume", "Tags": tag_list(tags)}],
+                             **settings)["VolumeId"]
+
+
+def wait_volume_available(ec2, volume_id: str, timeout: float, poll_seconds: float) -> None:
+    _wait(ec2, "volume_available", f"volume {volume_id}", timeout, poll_seconds, VolumeIds=[volume_id])
+
+
+def wait_volume_in_use(ec2, volume_id: str, timeout: float, poll_seconds: float) -> None:
+    _wait(ec2, "volume_in_use", f"volume {volume_id}", timeout, poll_seconds, VolumeIds=[volume_id])
+
+
+def detach_volume(ec2, volume_id: str, instance_id: str, device: str) -> None:
+    # InstanceId and Device pin the detach to the attachment we mean (never whatever else it is on).
+    ec2.detach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+
+def attach_volume(ec2, volume_id: str, instance_id: str, device: str) -> None:
+    ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+
+def delete_volume(ec2, volume_id: str) -> None:
+    ec2.delete_volume(VolumeId=volume_id)
+
+
+def free_device_name(instance: dict[str, Any]) -> str:
+    """The first of /dev/sdf../dev/sdp the instance does not use (xvdX counts as sdX)."""
+    used = {m.get("DeviceName", "").replace("/dev/xvd", "/dev/sd") for m in instance.get("BlockDeviceMappings") or []}
+    for name in DATA_DEVICE_NAMES:
+        if name not in used:
+            return name
+    raise CommandError(f"instance {instance['InstanceId']} has no free device name in /dev/sdf../dev/sdp")
+
+
+# --- instances --------------------------------------------------------------------------------------
+
+def stop_instance(ec2, instance_id: str, timeout: float, poll_seconds: float) -> None:
+    ec2.stop_instances(InstanceIds=[instance_id])
+    _wait(ec2, "instance_stopped", f"instance {instance_id}", timeout, poll_seconds, InstanceIds=[instance_id])
+
+
+def start_instance(ec2, instance_id: str, timeout: float, poll_seconds: float) -> None:
+    ec2.start_instances(InstanceIds=[instance_id])
+    _wait(ec2, "instance_running", f"instance {instance_id}", timeout, poll_seconds, InstanceIds=[instance_id])
+
+
+def wait_instance_running(ec2, instance_id: str, timeout: float, poll_seconds: float) -> None:
+    _wait(ec2, "instance_running", f"instance {instance_id}", timeout, poll_seconds, InstanceIds=[instance_id])
+
+
+def run_helper_instance(ec2, *, image_id: str, instance_type: str, subnet_id: str,
+                        instance_profile: dict[str, str], security_group_ids: list[str],
+                        root_device_name: Optional[str], tags: dict[str, str]) -> str:
+    """RunInstances for one temporary helper: IMDSv2 only, terminates itself on an OS shutdown,
+    its own root volume deleted with it, tagged at creation. Returns the instance id."""
+    params: dict[str, Any] = {
+        "ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
+        "SubnetId": subnet_id, "IamInstanceProfile": instance_profile,
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(tags)},
+                              {"ResourceType": "volume", "Tags": tag_list(tags)}],
+    }
+    if security_group_ids:
+        params["SecurityGroupIds"] = security_group_ids
+    if root_device_name:
+        params["BlockDeviceMappings"] = [{"DeviceName": root_device_name, "Ebs": {"DeleteOnTermination": True}}]
+    return ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+
+
+def terminate_instance(ec2, instance_id: str, timeout: float, poll_seconds: float) -> None:
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    _wait(ec2, "instance_terminated", f"instance {instance_id}", timeout, poll_seconds, InstanceIds=[instance_id])
+
+
+def describe_image(ec2, image_id: str) -> Optional[dict[str, Any]]:
+    try:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except ClientError as e:
+        if _error_code(e).startswith("InvalidAMIID"):
+            return None
+        raise
+    return images[0] if images else None
+
+
+# --- the in-progress marker (detach restores have no AWS-side task to look for) -----------------------
+
+def restore_marker(instance: dict[str, Any]) -> Optional[str]:
+    return tags_of(instance).get(RESTORE_MARKER_TAG)
+
+
+def set_restore_marker(ec2, instance_id: str, value: str) -> None:
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": RESTORE_MARKER_TAG, "Value": value}])
+
+
+def clear_restore_marker(ec2, instance_id: str, value: str) -> None:
+    # With the Value given, DeleteTags removes the tag only while it still holds OUR value.
+    ec2.delete_tags(Resources=[instance_id], Tags=[{"Key": RESTORE_MARKER_TAG, "Value": value}])
+
+
+def tag(ec2, resource_id: str, tags: dict[str, str]) -> None:
+    ec2.create_tags(Resources=[resource_id], Tags=tag_list(tags))
+
+
+# --- Elastic IP -------------------------------------------------------------------------------------
+
+def associate_elastic_ip(ec2, allocation_id: str, instance_id: str) -> None:
+    ec2.associate_address(AllocationId=allocation_id, InstanceId=instance_id, AllowReassociation=True)
+
+
+def address_by_allocation(ec2, allocation_id: str) -> Optional[dict[str, Any]]:
+    try:
+        addresses = ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
+    except ClientError as e:
+        if _error_code(e) in ("InvalidAllocationID.NotFound", "InvalidAllocationID.Malformed"):
+            return None
+        raise
+    return addresses[0] if addresses else None
+
+
+# --- replace-root-volume tasks (not in moto: tested with botocore Stubber) ----------------------------
+
+def replace_root_tasks(ec2, instance_id: str) -> list[dict[str, Any]]:
+    paginator = ec2.get_paginator("describe_replace_root_volume_tasks")
+    tasks: list[dict[str, Any]] = []
+    for page in paginator.paginate(Filters=[{"Name": "instance-id", "Values": [instance_id]}]):
+        tasks.extend(page.get("ReplaceRootVolumeTasks", []))
+    return tasks
+
+
+def active_replace_root_tasks(ec2, instance_id: str) -> list[dict[str, Any]]:
+    return [t for t in replace_root_tasks(ec2, instance_id) if t.get("TaskState") in ACTIVE_TASK_STATES]
+
+
+def create_replace_root_task(ec2, instance_id: str, snapshot_id: str, tags: dict[str, str],
+                             client_token: str) -> dict[str, Any]:
+    """CreateReplaceRootVolumeTask from a snapshot, KEEPING the replaced root volume. The client
+    token makes a retried request (standard retries) create one task, not two."""
+    return ec2.create_replace_root_volume_task(
+        InstanceId=instance_id, SnapshotId=snapshot_id, DeleteReplacedRootVolume=False,
+        ClientToken=client_token,
+        TagSpecifications=[{"ResourceType": "replace-root-volume-task", "Tags": tag_list(tags)}],
+    )["ReplaceRootVolumeTask"]
+
+
+def describe_replace_root_task(ec2, task_id: str) -> dict[str, Any]:
+    tasks = ec2.describe_replace_root_volume_tasks(ReplaceRootVolumeTaskIds=[task_id])["ReplaceRootVolumeTasks"]
+    if not tasks:
+        raise CommandError(f"replace-root-volume task {task_id} not found")
+    return tasks[0]
+
+
+def wait_replace_root_task(ec2, task_id: str, timeout: float, progress: Progress = _noop, *,
+                           poll_seconds: float = 15.0, clock: Callable[[], float] = time.monotonic,
+                           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll DescribeReplaceRootVolumeTasks (EC2 has no waiter for it) until `succeeded`, with a
+    progress line on every state change. Returns the task; the caller handles failed states.
+    CommandError when `timeout` seconds pass first (the task keeps running in AWS)."""
+    deadline = clock() + timeout
+    last_state = None
+    while True:
+        task = describe_replace_root_task(ec2, task_id)
+        state = task.get("TaskState")
+        if state != last_state:
+            progress(f"replace-root-volume task {task_id}: {state}")
+            last_state = state
+        if state == "succeeded" or state in FAILED_TASK_STATES:
+            return task
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise CommandError(
+                f"replace-root-volume task {task_id} still {state} after {timeout / 60:g} minutes; it "
+                f"keeps running in AWS: aws ec2 describe-replace-root-volume-tasks "
+                f"--replace-root-volume-task-ids {task_id}")
+        sleep(min(poll_seconds, remaining))
+
+
+# --- SSM Run Command ----------------------------------------------------------------------------------
+
+def send_shell_script(ssm, instance_id: str, script: str, *, comment: str, execution_timeout: int,
+                      output_bucket: str, output_prefix: str, output_region: str,
+                      ready_timeout: float, poll_seconds: float, progress: Progress = _noop,
+                      clock: Callable[[], float] = time.monotonic,
+                      sleep: Callable[[float], None] = time.sleep) -> str:
+    """SendCommand AWS-RunShellScript with the full stdout/stderr written to S3 by the SSM agent
+    (the API returns only the first 24,000 characters). A fresh instance's agent needs a minute or
+    two to register: InvalidInstanceId is retried until `ready_timeout`. Returns the command id."""
+    deadline = clock() + ready_timeout
+    announced = False
+    while True:
+        try:
+            return ssm.send_command(
+                InstanceIds=[instance_id], DocumentName="AWS-RunShellScript", Comment=comment[:100],
+                Parameters={"commands": [script], "executionTimeout": [str(execution_timeout)]},
+                TimeoutSeconds=max(30, min(2592000, int(ready_timeout))),
+                OutputS3BucketName=output_bucket, OutputS3KeyPrefix=output_prefix,
+                OutputS3Region=output_region)["Command"]["CommandId"]
+        except ClientError as e:
+            if _error_code(e) != "InvalidInstanceId" or clock() >= deadline:
+                if _error_code(e) == "InvalidInstanceId":
+                    raise CommandError(
+                        f"instance {instance_id} is not managed by SSM after {ready_timeout / 60:g} "
+                        f"minutes: its instance profile needs AmazonSSMManagedInstanceCore and the "
+                        f"subnet needs a route to the SSM endpoints") from None
+                raise
+            if not announced:
+                progress(f"waiting for the SSM agent on {instance_id} to register")
+                announced = True
+            sleep(min(poll_seconds, max(0.0, deadline - clock())))
+
+
+def wait_command(ssm, command_id: str, instance_id: str, timeout: float, poll_seconds: float) -> dict[str, Any]:
+    """Wait (boto3 `command_executed` waiter) for the command on the instance; return the
+    invocation. CommandError with the status and the tail of stderr when it did not succeed."""
+    try:
+        ssm.get_waiter("command_executed").wait(CommandId=command_id, InstanceId=instance_id,
+                                                WaiterConfig=_waiter_config(timeout, poll_seconds))
+    except WaiterError:
+        pass  # the invocation below says why (Failed, TimedOut, Cancelled, or still running)
+    invocation = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    if invocation.get("Status") != "Success":
+        err = (invocation.get("StandardErrorContent") or "").strip().splitlines()
+        raise CommandError(f"SSM command {command_id} on {instance_id} ended {invocation.get('Status')} "
+                           f"(exit {invocation.get('ResponseCode')}): {err[-1] if err else 'no stderr'}")
+    return invocation
+
+
+# --- S3 (where the SSM agent put the command output) ----------------------------------------------------
+
+def keys_under(s3, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return keys
+
+
+def command_stdout_key(s3, bucket: str, prefix: str) -> Optional[str]:
+    """The stdout object the SSM agent wrote under `prefix` (layout
+    <prefix>/<command-id>/<instance-id>/awsrunShellScript/0.awsrunShellScript/stdout)."""
+    found = [k for k in keys_under(s3, bucket, prefix) if k.endswith(SSM_STDOUT_SUFFIX)]
+    return found[0] if found else None
+
+
+def download(s3, bucket: str, key: str, path: str) -> None:
+    s3.download_file(bucket, key, path)   # s3transfer: ranged, retried, multi-threaded
+
+
+def delete_prefix(s3, bucket: str, prefix: str) -> int:
+    """Delete every version (and delete marker) under `prefix`: the run's own output, so that no copy
+    of restored files (e.g. .env secrets) lingers as a noncurrent version. Returns how many."""
+    deleted = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                   for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        if objects:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+            deleted += len(objects)
+    return deleted
+
+
+# --- the script the helper runs (section 6.2) -----------------------------------------------------------
+
+BEGIN_MARK = "QUICKPORT-RESTORE-BEGIN"
+END_MARK = "QUICKPORT-RESTORE-END"
+SHA_MARK = "QUICKPORT-RESTORE-SHA256"
+
+_SCRIPT = r"""#!/bin/bash
+# quickport-backup restore-files: mount the restored volume read-only, print the wanted paths as a
+# base64 tar.gz between markers (the SSM agent saves stdout to S3), unmount. Diagnostics on stderr.
+set -euo pipefail
+SERIAL={serial}
+DEVICE_HINT={device}
+PATHS=({paths})
+MNT=$(mktemp -d /mnt/quickport-restore.XXXXXX)
+WORK=$(mktemp -d /var/tmp/quickport-restore.XXXXXX)
+cleanup() {{ umount "$MNT" 2>/dev/null || true; rmdir "$MNT" 2>/dev/null || true; rm -rf "$WORK"; }}
+trap cleanup EXIT
+
+# Nitro instances expose EBS volumes as NVMe disks whose serial is the volume id without its hyphen;
+# Xen instances use the requested device name (sdX may appear as xvdX).
+dev=""
+for _ in $(seq 1 60); do
+  dev=$(lsblk -dnpo NAME,SERIAL | awk -v s="$SERIAL" '$2 == s {{ print $1; exit }}')
+  if [ -z "$dev" ]; then
+    for d in "$DEVICE_HINT" "/dev/xvd${{DEVICE_HINT#/dev/sd}}"; do
+      if [ -b "$d" ]; then dev=$(readlink -f "$d"); break; fi
+    done
+  fi
+  [ -n "$dev" ] && break
+  sleep 2
+done
+[ -n "$dev" ] || {{ echo "restored volume (serial $SERIAL) did not appear as a block device" >&2; exit 3; }}
+
+# The root filesystem: the largest ext4 or xfs filesystem on the disk (the disk itself or a partition).
+read -r part fstype < <(lsblk -bnplo NAME,FSTYPE,SIZE "$dev" \
+  | awk '$2 == "ext4" || $2 == "xfs" {{ print $3, $1, $2 }}' | sort -n | tail -1 | cut -d' ' -f2-) || true
+[ -n "${{part:-}}" ] || {{ echo "no ext4 or xfs filesystem on $dev" >&2; exit 3; }}
+
+# Read-only. The journal is replayed into this throwaway copy when possible (consistent files);
+# if that fails, mount without replaying it. xfs also needs nouuid: the helper's own root filesystem
+# may carry the same UUID (same image).
+case "$fstype" in
+  xfs)  opts=ro,nouuid;  fallback=ro,nouuid,norecovery ;;
+  ext4) opts=ro;         fallback=ro,noload ;;
+esac
+if ! mount -t "$fstype" -o "$opts" "$part" "$MNT"; then
+  echo "mount -o $opts failed; retrying with $fallback" >&2
+  mount -t "$fstype" -o "$fallback" "$part" "$MNT"
+fi
+echo "mounted $part ($fstype) read-only at $MNT" >&2
+
+missing=()
+rel=()
+for p in "${{PATHS[@]}}"; do
+  if [ -e "$MNT$p" ] || [ -L "$MNT$p" ]; then rel+=("${{p#/}}"); else missing+=("$p"); fi
+done
+if [ "${{#missing[@]}}" -gt 0 ]; then
+  echo "not in the snapshot: ${{missing[*]}}" >&2
+  exit 4
+fi
+
+tar -C "$MNT" -czf "$WORK/files.tar.gz" -- "${{rel[@]}}"
+echo "packed $(du -h "$WORK/files.tar.gz" | cut -f1): $(tar -tzf "$WORK/files.tar.gz" | wc -l) entries" >&2
+echo "{sha_mark} $(sha256sum "$WORK/files.tar.gz" | cut -d' ' -f1)"
+echo "{begin}"
+base64 -w 76 "$WORK/files.tar.gz"
+echo "{end}"
+"""
+
+
+def restore_files_script(volume_id: str, device: str, paths: list[str]) -> str:
+    """The bash script the helper runs for `paths` on the volume attached as `device`."""
+    return _SCRIPT.format(serial=shlex.quote(volume_id.replace("-", "")), device=shlex.quote(device),
+                          paths=" ".join(shlex.quote(p) for p in paths),
+                          sha_mark=SHA_MARK, begin=BEGIN_MARK, end=END_MARK)
+
+
+def decode_restore_output(text: str) -> bytes:
+    """The tar.gz bytes from the script's stdout; CommandError when markers or checksum disagree."""
+    lines = text.splitlines()
+    try:
+        begin, end = lines.index(BEGIN_MARK), lines.index(END_MARK)
+    except ValueError:
+        raise CommandError("the helper's output has no restore archive (markers missing)") from None
+    sha_lines = [line.split()[1] for line in lines[:begin] if line.startswith(SHA_MARK + " ")]
+    data = base64.b64decode("".join(lines[begin + 1:end]), validate=True)
+    digest = hashlib.sha256(data).hexdigest()
+    if not sha_lines or sha_lines[-1] != digest:
+        raise CommandError(f"the restore archive is damaged: sha256 {digest}, the helper reported "
+                           f"{sha_lines[-1] if sha_lines else 'none'}")
+    return data
