@@ -201,6 +201,7 @@ def lock_snapshot(ec2, snapshot_id: str, mode: str, days: int,
 def describe_locks(ec2, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
     """DescribeLockedSnapshots for these ids: snapshot id -> LockedSnapshotsInfo (absent = unlocked)."""
     locks: dict[str, dict[str, Any]] = {}
+    snapshot_ids = sorted(set(snapshot_ids))
     for start in range(0, len(snapshot_ids), 200):
         kwargs: dict[str, Any] = {"SnapshotIds": snapshot_ids[start:start + 200]}
         while True:
