@@ -278,6 +278,8 @@ class PolicyGate:
         self._initial: dict[str, dict[str, Any]] = {}
         self.pack_name = self.pack_version = ""
         self._lock = threading.Lock()
+        self._starting: Optional[threading.Thread] = None
+        self._start_error: Optional[BaseException] = None
 
     def __enter__(self) -> "PolicyGate":
         self.start()
@@ -314,6 +316,26 @@ class PolicyGate:
         self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
         self._handshake(engine_address)
         self._load_info()
+
+    def start_in_background(self) -> "PolicyGate":
+        """Start the pack on a worker thread; evaluate() waits for it. `backupctl preview` runs the
+        program on the mock engine meanwhile, so the pack's start-up costs (almost) no wall time."""
+        def run() -> None:
+            try:
+                self.start()
+            except BaseException as e:  # noqa: BLE001 re-raised by wait_started() in the caller's thread
+                self._start_error = e
+        self._starting = threading.Thread(target=run, name="policy-pack-start", daemon=True)
+        self._starting.start()
+        return self
+
+    def wait_started(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise error
 
     def _read_port(self) -> int:
         """The first stdout line is the port (as the CLI's plugin host reads it)."""
@@ -396,6 +418,7 @@ class PolicyGate:
         from google.protobuf import json_format
         from pulumi.runtime.proto import analyzer_pb2
 
+        self.wait_started()
         if self._stub is None:
             raise PolicyPackError("policy gate not started")
         config = self.reconcile(policy_config)
@@ -442,6 +465,9 @@ class PolicyGate:
                           analyzed=sum(not _is_provider(r) for r in resources))
 
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()  # never tear down under a start in progress
+            self._starting = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None

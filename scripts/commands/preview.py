@@ -89,13 +89,28 @@ def policy_config(ctx: Context):
         raise UsageError(str(e)) from None
 
 
-def judge(ctx: Context, raw, resources, config):
+def early_gate(ctx: Context):
+    """The policy pack, started in the background before the program runs (None: --no-policies, or
+    an unreadable stack file, which the program run then reports)."""
+    from scripts.policy_gate import PolicyGate
+    if getattr(ctx.args, "no_policies", False):
+        return None
+    try:
+        raw = read_stack_file(ctx.args.config_file or stack_file(ctx.args.stack))
+    except ConfigError:
+        return None
+    return PolicyGate(stack_config=raw, stack=ctx.args.stack).start_in_background()
+
+
+def judge(ctx: Context, raw, resources, config, gate=None):
     """Run the policy pack on `resources`; None with --no-policies."""
     from scripts.policy_gate import PolicyConfigError, PolicyPackError, run_policy_gate
     if getattr(ctx.args, "no_policies", False):
         return None
     ctx.progress("running policy pack policies/ over the analyzer protocol")
     try:
+        if gate is not None and gate.stack_config == dict(raw):
+            return gate.evaluate(resources, config)
         return run_policy_gate(resources, raw, stack=ctx.args.stack, policy_config=config)
     except PolicyConfigError as e:
         raise UsageError(str(e)) from None
@@ -103,10 +118,10 @@ def judge(ctx: Context, raw, resources, config):
         raise CommandError(str(e)) from None
 
 
-def report_preview(ctx: Context, raw, resources, config=None) -> int:
+def report_preview(ctx: Context, raw, resources, config=None, gate=None) -> int:
     """Judge and print what was declared. Tests hand in a changed resource list to reach this path."""
     from scripts.policy_gate import format_violations
-    result = judge(ctx, raw, resources, config or {})
+    result = judge(ctx, raw, resources, config or {}, gate)
     counts = summary(resources)
     lines = [
         f"Previewing stack '{ctx.args.stack}' offline (mock engine: no Pulumi CLI, no AWS calls)",
@@ -126,5 +141,10 @@ def report_preview(ctx: Context, raw, resources, config=None) -> int:
 
 def run_preview(ctx: Context) -> int:
     config = policy_config(ctx)
-    raw, resources = declared_resources(ctx)
-    return report_preview(ctx, raw, resources, config)
+    gate = early_gate(ctx)  # the pack starts while the program runs
+    try:
+        raw, resources = declared_resources(ctx)
+        return report_preview(ctx, raw, resources, config, gate)
+    finally:
+        if gate is not None:
+            gate.close()
