@@ -72,7 +72,7 @@ def validate_lock_inputs(props: dict[str, Any]) -> tuple[dict[str, Any], list[Ch
     failures: list[CheckFailure] = []
 
     def fail(key: str, allowed: str) -> None:
-        failures.append(CheckFailure(key, f"{key} = {props.get(key)!r}: {allowed}"))
+        failures.append(CheckFailure(key, f"{key} = {_normalised(props.get(key))!r}: {allowed}"))
 
     def known(key: str) -> bool:
         return props.get(key) != _UNKNOWN

@@ -437,10 +437,53 @@ def test_serialized_provider_captures_no_boto3_client():
     assert not [name for name in globals_named if "botocore" in str(name) or "boto3" in str(name)]
 
 
-def test_serialized_provider_loads_in_a_fresh_interpreter_as_the_engine_does():
-    # The dynamic-provider process starts in the project directory and dill.loads the state's string.
-    probe = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
-             "print(type(p).__module__, type(p).__name__, p._client_factory)")
-    loaded = subprocess.run([sys.executable, "-c", probe], input=_serialized_provider(), cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=60, check=True)
-    assert loaded.stdout.split() == ["components.snapshot_lock", "EbsSnapshotLockProvider", "None"]
+# --- the real dynamic-provider process (`python -m pulumi.dynamic`, as the engine starts it) --------
+
+@pytest.fixture(scope="module")
+def provider_process():
+    """The SDK's dynamic-provider gRPC server, started in the project directory like the engine does."""
+    import grpc
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    process = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        port = process.stdout.readline().strip()
+        assert port.isdigit(), f"dynamic provider did not report a port: {port!r}"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield provider_pb2_grpc.ResourceProviderStub(channel)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _struct(values: dict):
+    from google.protobuf import struct_pb2
+    struct = struct_pb2.Struct()
+    struct.update(values)   # numbers become doubles, exactly as the engine sends them
+    return struct
+
+
+LOCK_URN = f"urn:pulumi:prod::quickport-backup::{LOCK_TYPE}::baseline-lock"
+
+
+def test_engine_process_check_names_the_bad_field_as_a_whole_number(provider_process):
+    from pulumi.runtime.proto import provider_pb2
+    news = {**_inputs(days=0), "__provider": _serialized_provider()}
+
+    response = provider_process.Check(provider_pb2.CheckRequest(urn=LOCK_URN, olds=_struct({}), news=_struct(news)))
+
+    assert [(f.property, f.reason) for f in response.failures] == \
+        [("days", "days = 0: must be a whole number from 1 to 36500")]
+
+
+def test_engine_process_diff_for_another_snapshot_is_a_replacement(provider_process):
+    from pulumi.runtime.proto import provider_pb2
+    provider_str = _serialized_provider()
+    olds = {**_state(), "__provider": provider_str}
+    news = {**_inputs(snapshot_id=OTHER_SNAP), "__provider": provider_str}
+
+    response = provider_process.Diff(provider_pb2.DiffRequest(id=SNAP, urn=LOCK_URN, olds=_struct(olds),
+                                                              news=_struct(news)))
+
+    assert (response.changes, list(response.replaces)) == (provider_pb2.DiffResponse.DIFF_SOME, ["snapshot_id"])
