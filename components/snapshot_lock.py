@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import pulumi
 from pulumi.dynamic import (CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult,
                             ResourceProvider, UpdateResult)
+from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN   # the SDK's "known only after apply" marker
 
 LOCK_MODES = ("governance", "compliance")
 DAYS_RANGE = (1, 36500)          # LockSnapshot LockDuration (RetentionPeriodRequestDays)
@@ -31,9 +32,6 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 # A retried create (the first attempt locked the snapshot, then failed to report back) finds its
 # own lock expiring a little before now + days; adopt it rather than re-lock for a few seconds.
 ADOPT_SLACK = dt.timedelta(hours=1)
-
-# The SDK's marker for a value not known until apply (e.g. a snapshot id during preview).
-_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 INPUT_KEYS = ("snapshot_id", "mode", "days", "cool_off_hours", "region")
 OUTPUT_KEYS = ("lock_mode", "lock_duration_days", "cool_off_period_hours", "lock_state", "lock_expires_on")
@@ -46,11 +44,11 @@ class SnapshotLockError(Exception):
 @dataclass
 class EbsSnapshotLockArgs:
     """What to lock and how. Any field may be a pulumi.Input."""
-    snapshot_id: Any                 # the EBS snapshot, e.g. aws.ebs.Snapshot(...).id
-    mode: Any                        # "governance" (unlockable by permitted users) or "compliance"
-    days: Any                        # lock duration, 1..36500 days
-    cool_off_hours: Any = 0          # compliance only: 1..72 hours in which it can still be unlocked; 0 = none
-    region: Any = None               # default: the stack's aws:region, else the environment's
+    snapshot_id: pulumi.Input[str]             # the EBS snapshot, e.g. aws.ebs.Snapshot(...).id
+    mode: pulumi.Input[str]                    # "governance" (permitted users may unlock) or "compliance"
+    days: pulumi.Input[int]                    # lock duration, 1..36500 days
+    cool_off_hours: pulumi.Input[int] = 0      # compliance only: 1..72 h in which it may still be unlocked; 0 = none
+    region: Optional[pulumi.Input[str]] = None  # default: the stack's aws:region, else the environment's
 
 
 # --- validation (check) ---------------------------------------------------------------------------
@@ -270,8 +268,21 @@ class EbsSnapshotLockProvider(ResourceProvider):
         live_days, want_days = _whole_number(olds.get("lock_duration_days")), _whole_number(news.get("days"))
         drifted = (olds.get("lock_mode") not in (None, news.get("mode"))
                    or (live_days is not None and want_days is not None and live_days < want_days))
+        if not replaces and olds.get("lock_mode") == "compliance" and self._weakens(olds, news):
+            # Fail `pulumi preview`, not halfway through `up`, when EC2 will refuse the change. Only
+            # the live state knows whether the cooling-off period (when it is still allowed) is over.
+            self._refuse_if_ec2_forbids(_id, self._describe(self._ec2(olds.get("region")), _id),
+                                        news["mode"], want_days)
         return DiffResult(changes=bool(replaces or changed or drifted), replaces=replaces,
                           delete_before_replace=False)
+
+    @staticmethod
+    def _weakens(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+        """Does the declared lock ask for less than the current compliance lock (known values only)?"""
+        live_days, want_days = _whole_number(olds.get("lock_duration_days")), _whole_number(news.get("days"))
+        if news.get("mode") == _UNKNOWN or want_days is None:
+            return False
+        return news.get("mode") != "compliance" or (live_days is not None and want_days < live_days)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         mode, days = news["mode"], int(news["days"])

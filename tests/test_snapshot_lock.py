@@ -252,6 +252,22 @@ def test_diff_lock_shortened_outside_pulumi_is_an_update(provider):
     assert (diff.changes, diff.replaces) == (True, [])
 
 
+def test_diff_shortening_compliance_lock_after_cool_off_fails_the_preview(ec2, provider):
+    _, stubber = ec2
+    _expect_describe(stubber, _lock_info("compliance", 60))
+
+    with pytest.raises(SnapshotLockError, match=r"only allows extending it"):
+        provider.diff(SNAP, _state("compliance", 60), _inputs("compliance", 30))
+
+
+def test_diff_downgrading_compliance_lock_during_cool_off_is_an_update(ec2, provider):
+    _, stubber = ec2
+    _expect_describe(stubber, _lock_info("compliance-cooloff", 30, cool_off=24))
+
+    diff = provider.diff(SNAP, _state("compliance", 30, 24, "compliance-cooloff"), _inputs("governance", 30))
+
+    assert (diff.changes, diff.replaces) == (True, [])
+
 def test_update_extending_days_relocks_in_place(ec2, provider):
     _, stubber = ec2
     _expect_describe(stubber, _lock_info("governance", 30))
