@@ -1,0 +1,143 @@
+"""`backupctl snapshot` for OS, kernel or architecture changes (seed section 5): an AMI instead.
+
+moto makes the AMI (CreateImage, DescribeImages, tags). Two things moto cannot show are stubbed
+with a PartialStubber (checked against the EC2 service model): the NoReboot flag CreateImage
+received (moto ignores it), and the AMI's root snapshot, which moto creates from a fresh volume
+instead of the instance's root volume (real AWS records the source volume as its VolumeId).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from botocore.stub import ANY
+
+from scripts.commands.snapshots import needs_ami
+from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
+                                         prod_instance, strategy_snapshots)
+
+TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
+
+
+def _images(ec2, name):
+    return ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+
+
+def _tags(resource):
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+@pytest.mark.parametrize("action", ["os-upgrade", "kernel-change", "kernel-upgrade", "architecture-change",
+                                    "distro-upgrade", "ubuntu-release-upgrade", "os-upgrade-22-04-to-24-04",
+                                    "arch-change-to-arm64"])
+def test_os_kernel_and_architecture_actions_need_an_ami(action):
+    assert needs_ami(action)
+
+
+@pytest.mark.parametrize("action", ["php-upgrade", "nginx-config", "composer-update", "mariadb-tuning",
+                                    "cost-review", "kernelspace-docs"])
+def test_ordinary_actions_take_a_snapshot(action):
+    assert not needs_ami(action)
+
+
+def _stub_root_snapshot(inst):
+    """The AMI's root snapshot as real AWS describes it: of the instance's root volume."""
+    ec2 = ec2_client()
+    stubber = PartialStubber(ec2, {"DescribeSnapshots"})
+    stubber.add_response("describe_snapshots", {"Snapshots": [{
+        "SnapshotId": "snap-0123456789abcdef0", "VolumeId": inst.root_volume_id, "State": "completed",
+        "Progress": "100%", "StartTime": dt.datetime.now(dt.timezone.utc), "VolumeSize": 8,
+        "Tags": [{"Key": "Instance", "Value": inst.instance_id}]}]}, {"SnapshotIds": ANY})
+    return ec2, stubber
+
+
+def test_os_upgrade_makes_an_ami_named_for_the_action_and_passes_the_checklist(prod_instance, backupctl):
+    ec2, stubber = _stub_root_snapshot(prod_instance)
+    with stubber:
+        result = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
+                           clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    doc = result.json()
+    [image] = _images(prod_instance.ec2, f"prod-root-{TODAY}-before-os-upgrade")
+    assert (doc["kind"], doc["image"]["ImageId"], doc["checklist"]["items"][0]["name"]) == (
+        "ami", image["ImageId"], "image available")
+
+
+def test_ami_and_its_snapshots_are_tagged_like_a_pre_maintenance_snapshot(prod_instance, backupctl):
+    backupctl("snapshot", "--action", "kernel-change", *prod_instance.common_args())
+
+    [image] = _images(prod_instance.ec2, f"prod-root-{TODAY}-before-kernel-change")
+    for resource in (image, *strategy_snapshots(prod_instance.ec2)):
+        tags = _tags(resource)
+        assert (tags["Reason"], tags["Instance"], tags["Strategy"]) == (
+            "kernel-change", prod_instance.instance_id, "quickport-backup")
+    assert _tags(strategy_snapshots(prod_instance.ec2)[0])["Image"] == image["ImageId"]
+
+
+def test_same_day_rerun_reuses_the_ami(prod_instance, backupctl):
+    backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
+    second = backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
+
+    assert "[reused]" in second.out
+    assert len(_images(prod_instance.ec2, f"prod-root-{TODAY}-before-os-upgrade")) == 1
+
+
+def _create_image_only(inst, no_reboot: bool):
+    """CreateImage is stubbed to see its parameters; the AMI then never appears, so the command
+    stops at its (tiny) timeout."""
+    ec2 = ec2_client()
+    stubber = PartialStubber(ec2, {"CreateImage"})
+    stubber.add_response("create_image", {"ImageId": "ami-0123456789abcdef0"}, {
+        "InstanceId": inst.instance_id, "Name": f"prod-root-{TODAY}-before-os-upgrade", "NoReboot": no_reboot,
+        "Description": ANY, "TagSpecifications": ANY})
+    return ec2, stubber
+
+
+def test_ami_is_made_without_a_reboot_by_default_with_a_warning(prod_instance, backupctl):
+    ec2, stubber = _create_image_only(prod_instance, no_reboot=True)
+    with stubber:
+        result = backupctl("snapshot", "--action", "os-upgrade", "--timeout", "0.001",
+                           *prod_instance.common_args(), clients={"ec2": ec2})
+        stubber.assert_no_pending_responses()
+
+    assert "WITHOUT a reboot" in result.err
+
+
+def test_ami_with_reboot_lets_ec2_reboot_the_instance(prod_instance, backupctl):
+    ec2, stubber = _create_image_only(prod_instance, no_reboot=False)
+    with stubber:
+        result = backupctl("snapshot", "--action", "os-upgrade", "--reboot", "--timeout", "0.001",
+                           *prod_instance.common_args(), clients={"ec2": ec2})
+        stubber.assert_no_pending_responses()
+
+    assert "WITHOUT a reboot" not in result.err
+
+
+def test_an_ami_for_an_ordinary_action_without_force_exits_2(prod_instance, backupctl):
+    result = backupctl("snapshot", "--action", "php-upgrade", "--kind", "ami", *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "--force" in result.err and "never made casually" in result.err
+    assert _images(prod_instance.ec2, f"prod-root-{TODAY}-before-php-upgrade") == []
+
+
+def test_an_ami_for_an_ordinary_action_with_force_is_made(prod_instance, backupctl):
+    backupctl("snapshot", "--action", "php-upgrade", "--kind", "ami", "--force", *prod_instance.common_args())
+
+    assert len(_images(prod_instance.ec2, f"prod-root-{TODAY}-before-php-upgrade")) == 1
+
+
+def test_only_a_snapshot_for_an_os_upgrade_without_force_exits_2(prod_instance, backupctl):
+    result = backupctl("snapshot", "--action", "os-upgrade", "--kind", "snapshot", *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "section 5 requires an AMI" in result.err
+    assert strategy_snapshots(prod_instance.ec2) == []
+
+
+def test_reboot_for_a_snapshot_exits_2(prod_instance, backupctl):
+    result = backupctl("snapshot", "--action", "php-upgrade", "--reboot", *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "--reboot: only applies to an AMI" in result.err
