@@ -194,3 +194,20 @@ def test_recycle_bin_rule_for_amis_only_does_not_cover_snapshots():
         "retentionPeriodUnit": "DAYS", "retentionPeriodValue": 30.0}})
     args = StackValidationArgs([ami_rule], {})
     assert collect(rules.recycle_bin_retention_minimum, args)[0].startswith("no Recycle Bin rule for EBS_SNAPSHOT")
+
+
+def test_pack_imports_nothing_from_the_project():
+    """The pack runs in its own environment under the CLI: only the SDKs and itself."""
+    import ast
+    from components.config import REPO_ROOT
+    imported = set()
+    for path in (REPO_ROOT / "policies").rglob("*.py"):
+        if "venv" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert imported & {"components", "scripts", "tests"} == set()
+    assert {"pulumi_policy", "quickport_policies"} <= imported
