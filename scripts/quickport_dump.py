@@ -179,7 +179,9 @@ def client_defaults_file(user: str, password: str, socket_path: Optional[str] = 
                          host: Optional[str] = None, port: Optional[int] = None):
     """A [client] option file, mode 0600 in a private 0700 directory, removed on exit. The password
     reaches the client only through this file: never argv (visible in ps) nor a child's environment."""
-    directory = tempfile.mkdtemp(prefix="quickport-dump-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    # /dev/shm: memory, never written to a disk; the pid in the name lets an operator clean up after kill -9.
+    directory = tempfile.mkdtemp(prefix=f"quickport-dump-{os.getpid()}-",
+                                 dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     path = os.path.join(directory, "client.cnf")
     try:
         lines = ["[client]", f"user={_option_value(user)}", f"password={_option_value(password)}"]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from botocore.stub import ANY, Stubber
 
-from scripts import cli
+from scripts import cli, quickport_dump
 from scripts.commands.audit import runs_at_least_daily
 
 REGION = "ap-south-1"
@@ -118,15 +118,16 @@ def _lock(snapshot_id: str, state: str = "governance", days_left: int = 20) -> d
 
 
 def _write_dump(s3, age_hours: float = 2.0) -> None:
-    """A good dump as the dump script leaves it: object, manifest, then latest.json."""
+    """A good dump as scripts/quickport_dump.py leaves it: the object, then publish() writes the
+    manifest and latest.json."""
     end = _now() - dt.timedelta(hours=age_hours)
     key = f"mysql/{DB}/{end:%Y/%m/%d}/{DB}-{end:%Y%m%dT%H%M%SZ}.sql.zst"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"dump bytes")
-    manifest = {"key": key, "bytes": 10, "sha256": "0" * 64, "compression": "zstd", "database": DB,
-                "start": (end - dt.timedelta(minutes=5)).isoformat(), "end": end.isoformat(), "tables": {}}
-    s3.put_object(Bucket=BUCKET, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
-    s3.put_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json",
-                  Body=json.dumps({"key": key, "manifest": key + ".manifest.json", "end": end.isoformat()}).encode())
+    manifest = {"format": quickport_dump.MANIFEST_FORMAT, "kind": "database", "bucket": BUCKET, "key": key,
+                "bytes": 10, "sha256": "0" * 64, "compression": "zstd", "database": DB,
+                "started_at": quickport_dump.isoformat(end - dt.timedelta(minutes=5)),
+                "finished_at": quickport_dump.isoformat(end), "tables": {}}
+    quickport_dump.publish(s3, BUCKET, f"mysql/{DB}/latest.json", manifest)
 
 
 GOOD_PLAN_RULE = {"ScheduleExpression": "cron(0 20 * * ? *)", "Lifecycle": {"DeleteAfterDays": 7}}
