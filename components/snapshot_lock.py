@@ -190,7 +190,7 @@ class EbsSnapshotLockProvider(ResourceProvider):
             snapshot_id=snapshot_id,
             region=region,
             lock_mode=_mode_of(state) if state else inputs.get("mode"),
-            lock_duration_days=info.get("LockDuration", inputs.get("days")),
+            lock_duration_days=_normalised(info.get("LockDuration", inputs.get("days"))),
             cool_off_period_hours=info.get("CoolOffPeriod") or 0,
             lock_state=state,
             lock_expires_on=_iso(info.get("LockExpiresOn")),
