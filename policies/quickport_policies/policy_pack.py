@@ -30,7 +30,7 @@ _KNOB_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
         "rootVolumeId": {"type": "string", "pattern": "^(vol-[0-9a-f]{8,17})?$",
                          "description": "root volume; empty: the stack's quickport-backup:rootVolumeId"}},
     "recycle-bin-retention-minimum": {
-        "minRetentionDays": {**_DAYS, "maximum": 365, "description": "fewest days a deleted snapshot is kept"},
+        "minRetentionDays": {**_DAYS, "maximum": 3650, "description": "fewest days a deleted snapshot is kept"},
         "requireLock": {"type": "boolean", "description": "the rule must be locked"},
         "minUnlockDelayDays": {"type": "integer", "minimum": 7, "maximum": 30,
                                "description": "fewest days between unlock request and unlock"}},
