@@ -29,8 +29,6 @@ ACTIVE_TASK_STATES = ("pending", "in-progress", "failing")
 FAILED_TASK_STATES = ("failed", "failed-detached")
 # Device names a temporary volume may take on a helper (the AWS-recommended range for EBS data volumes).
 DATA_DEVICE_NAMES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
-# SSM writes a command's stdout to S3 under <prefix>/<command-id>/<instance-id>/<plugin>/.../stdout.
-SSM_STDOUT_SUFFIX = "/stdout"
 
 Progress = Callable[[str], None]
 
@@ -140,7 +138,7 @@ def wait_instance_running(ec2, instance_id: str, timeout: float, poll_seconds: f
 
 def run_helper_instance(ec2, *, image_id: str, instance_type: str, subnet_id: str,
                         instance_profile: dict[str, str], security_group_ids: list[str],
-                        root_device_name: Optional[str], tags: dict[str, str]) -> str:
+                        image: dict[str, Any], tags: dict[str, str]) -> str:
     """RunInstances for one temporary helper: IMDSv2 only, terminates itself on an OS shutdown,
     its own root volume deleted with it, tagged at creation. Returns the instance id."""
     params: dict[str, Any] = {
@@ -153,9 +151,20 @@ def run_helper_instance(ec2, *, image_id: str, instance_type: str, subnet_id: st
     }
     if security_group_ids:
         params["SecurityGroupIds"] = security_group_ids
-    if root_device_name:
-        params["BlockDeviceMappings"] = [{"DeviceName": root_device_name, "Ebs": {"DeleteOnTermination": True}}]
+    root = _helper_root_mapping(image)
+    if root:
+        params["BlockDeviceMappings"] = [root]
     return ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+
+
+def _helper_root_mapping(image: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The AMI's own root mapping with DeleteOnTermination forced on: a custom AMI made with it off
+    would otherwise leave the helper's root volume behind."""
+    for m in image.get("BlockDeviceMappings") or []:
+        if m.get("DeviceName") == image.get("RootDeviceName") and m.get("Ebs", {}).get("SnapshotId"):
+            ebs = {k: m["Ebs"][k] for k in ("SnapshotId", "VolumeSize", "VolumeType") if k in m["Ebs"]}
+            return {"DeviceName": m["DeviceName"], "Ebs": {**ebs, "DeleteOnTermination": True}}
+    return None
 
 
 def terminate_instance(ec2, instance_id: str, timeout: float, poll_seconds: float) -> None:
@@ -324,11 +333,18 @@ def keys_under(s3, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def command_stdout_key(s3, bucket: str, prefix: str) -> Optional[str]:
-    """The stdout object the SSM agent wrote under `prefix` (layout
+def command_output_key(s3, bucket: str, prefix: str, stream: str = "stdout") -> Optional[str]:
+    """The stdout (or stderr) object the SSM agent wrote under `prefix` (layout
     <prefix>/<command-id>/<instance-id>/awsrunShellScript/0.awsrunShellScript/stdout)."""
-    found = [k for k in keys_under(s3, bucket, prefix) if k.endswith(SSM_STDOUT_SUFFIX)]
+    found = [k for k in keys_under(s3, bucket, prefix) if k.endswith("/" + stream)]
     return found[0] if found else None
+
+
+def last_line(s3, bucket: str, key: str) -> str:
+    """The last non-empty line of a (small) text object, e.g. the script's stderr."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
+    lines = [line for line in body.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def download(s3, bucket: str, key: str, path: str) -> None:

@@ -795,7 +795,7 @@ def run_restore_files(ctx: Context) -> int:
             created.helper_id = helper_id = ops.run_helper_instance(
                 ec2, image_id=plan.helper_ami, instance_type=plan.helper_type, subnet_id=plan.subnet_id,
                 instance_profile=plan.helper_profile, security_group_ids=plan.security_groups,
-                root_device_name=image.get("RootDeviceName"),
+                image=image,
                 tags={"Name": f"quickport-restore-helper-{run_id}", **tags})
             ctx.log("restore-files-helper", run_id=run_id, helper_id=helper_id)
         ops.wait_volume_available(ec2, created.volume_id, timeout, poll)
@@ -813,10 +813,14 @@ def run_restore_files(ctx: Context) -> int:
             execution_timeout=int(timeout), output_bucket=plan.bucket, output_prefix=plan.output_prefix,
             output_region=plan.region, ready_timeout=timeout, poll_seconds=poll, progress=ctx.progress)
         ops.wait_command(ssm, command_id, helper_id, timeout, poll)
-        key = ops.command_stdout_key(s3, plan.bucket, f"{plan.output_prefix}/{command_id}/")
+        command_prefix = f"{plan.output_prefix}/{command_id}/"
+        key = ops.command_output_key(s3, plan.bucket, command_prefix)
         if key is None:
-            raise CommandError(f"the SSM agent wrote no output under s3://{plan.bucket}/{plan.output_prefix}/"
-                               f"{command_id}/: the helper's profile needs s3:PutObject there")
+            stderr_key = ops.command_output_key(s3, plan.bucket, command_prefix, "stderr")
+            if stderr_key:
+                raise CommandError(f"the helper's script failed: {ops.last_line(s3, plan.bucket, stderr_key)}")
+            raise CommandError(f"the SSM agent wrote no output under s3://{plan.bucket}/{command_prefix}: "
+                               f"the helper's instance profile needs s3:PutObject there")
         with tempfile.TemporaryDirectory(prefix="quickport-restore-") as tmp:
             local = os.path.join(tmp, "stdout")
             ops.download(s3, plan.bucket, key, local)
