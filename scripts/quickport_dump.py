@@ -59,8 +59,9 @@ DUMP_OPTIONS = ("--single-transaction", "--quick", "--routines", "--triggers", "
                 "--hex-blob", "--default-character-set=utf8mb4")
 DUMP_TRAILER = b"-- Dump completed"
 COMPRESSORS = {
-    # name: (compress argv, decompress argv, file suffix)
-    "zstd": (["zstd", "-q", "-c", "-3"], ["zstd", "-q", "-d", "-c"], ".zst"),
+    # name: (compress argv, decompress argv, file suffix). zstd -3 -T0: ~5x faster than gzip -6 at a
+    # similar or better ratio, on every core the dump leaves idle.
+    "zstd": (["zstd", "-q", "-c", "-3", "-T0"], ["zstd", "-q", "-d", "-c"], ".zst"),
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"], ".gz"),
 }
 DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")

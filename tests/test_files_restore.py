@@ -1,0 +1,169 @@
+"""P1 files: archive paths to S3 with the manifest/latest discipline, restore one path verified."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import boto3
+import pytest
+
+from scripts import quickport_dump
+from scripts.cli import main as backupctl
+from tests.fixtures.mariadb import s3_keys
+
+HOST = "prod-web-1"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Stand-ins for /var/www/quickport/.env and /opt/gt06-server."""
+    app = tmp_path / "src" / "var" / "www" / "quickport"
+    app.mkdir(parents=True)
+    (app / ".env").write_text("APP_KEY=base64:abc\nDB_PASSWORD=from-ssm\n")
+    gt06 = tmp_path / "src" / "opt" / "gt06-server"
+    (gt06 / "config").mkdir(parents=True)
+    (gt06 / "server.js").write_text("console.log('gt06');\n")
+    (gt06 / "config" / "devices.json").write_bytes(os.urandom(5000))
+    (gt06 / "current").symlink_to("server.js")
+    return {"env": str(app / ".env"), "gt06": str(gt06), "root": tmp_path}
+
+
+def archive(bucket, paths, **kw):
+    return quickport_dump.archive_files(paths=paths, bucket=bucket, prefix="files", host=HOST, **kw)
+
+
+def restore(bucket, path, to, log, *extra):
+    return backupctl(["files-restore", "--latest", "--bucket", bucket, "--prefix", "files", "--path", path,
+                      "--to", str(to), "--log-file", str(log), "--json", *extra])
+
+
+def test_manifest_lists_each_file_with_size_and_sha256(dump_bucket, tree):
+    manifest = archive(dump_bucket, [tree["env"], tree["gt06"]])
+    files = {f["path"]: (f["size"], f["sha256"]) for f in manifest["files"] if f["type"] == "file"}
+    expected = {p: (os.path.getsize(p), hashlib.sha256(open(p, "rb").read()).hexdigest())
+                for p in (tree["env"], f"{tree['gt06']}/server.js", f"{tree['gt06']}/config/devices.json")}
+    assert files == expected
+
+
+def test_archive_is_published_under_host_with_latest_json(dump_bucket, tree):
+    manifest = archive(dump_bucket, [tree["env"]])
+    latest = json.loads(boto3.client("s3").get_object(Bucket=dump_bucket, Key=f"files/{HOST}/latest.json")["Body"].read())
+    assert (manifest["key"].startswith(f"files/{HOST}/"), manifest["key"].endswith(".tar.zst"), latest["key"]) == \
+        (True, True, manifest["key"])
+
+
+def test_restore_extracts_only_the_requested_file(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["env"], tree["gt06"]])
+    out = tmp_path / "out"
+    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
+    restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert (code, restored) == (0, [tree["env"].lstrip("/")])
+
+
+def test_restored_file_is_byte_identical(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["env"], tree["gt06"]])
+    out = tmp_path / "out"
+    restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
+    restored = out / tree["gt06"].lstrip("/") / "config" / "devices.json"
+    assert restored.read_bytes() == open(f"{tree['gt06']}/config/devices.json", "rb").read()
+
+
+def test_restore_keeps_symlinks_as_links(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["gt06"]])
+    out = tmp_path / "out"
+    restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
+    assert os.readlink(out / tree["gt06"].lstrip("/") / "current") == "server.js"
+
+
+def test_restore_refuses_an_archive_whose_hash_differs(dump_bucket, tree, tmp_path, capsys):
+    manifest = archive(dump_bucket, [tree["env"]])
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read()
+    s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=body[:-1] + bytes([body[-1] ^ 1]))
+    out = tmp_path / "out"
+    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
+    assert (code, "does not match" in capsys.readouterr().err, out.exists()) == (1, True, False)
+
+
+def _publish_crafted_archive(bucket: str, members: dict[str, bytes]) -> None:
+    """An archive with hand-made member names, published exactly as the dump script publishes."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    import gzip
+    body = gzip.compress(raw.getvalue())
+    key = f"files/{HOST}/2026/11/26/{HOST}-20261126T000000Z.tar.gz"
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    files = [{"path": "/" + n.lstrip("/"), "type": "file", "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+             for n, d in members.items()]
+    manifest = {"key": key, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "compression": "gzip",
+                "files": files, "finished_at": "2026-11-26T00:00:00Z"}
+    quickport_dump.publish(s3, bucket, f"files/{HOST}/latest.json", manifest)
+
+
+def test_restore_refuses_an_archive_with_a_dot_dot_member(dump_bucket, tmp_path, capsys):
+    _publish_crafted_archive(dump_bucket, {"etc/app.env": b"ok\n", "etc/../../escape": b"evil\n"})
+    out = tmp_path / "deep" / "out"
+    code = restore(dump_bucket, "/etc/app.env", out, tmp_path / "ops.jsonl")
+    assert (code, "unsafe member" in capsys.readouterr().err, (tmp_path / "deep" / "escape").exists(),
+            (out / "etc" / "app.env").exists()) == (1, True, False, False)
+
+
+def test_restore_refuses_an_archive_with_an_absolute_member(dump_bucket, tmp_path, capsys):
+    _publish_crafted_archive(dump_bucket, {"etc/app.env": b"ok\n", "/tmp/qp-absolute-member": b"evil\n"})
+    code = restore(dump_bucket, "/etc/app.env", tmp_path / "out", tmp_path / "ops.jsonl")
+    assert (code, "unsafe member" in capsys.readouterr().err, os.path.exists("/tmp/qp-absolute-member")) == \
+        (1, True, False)
+
+
+def test_restore_never_overwrites_an_existing_file(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["env"]])
+    out = tmp_path / "out"
+    existing = out / tree["env"].lstrip("/")
+    existing.parent.mkdir(parents=True)
+    existing.write_text("local edit\n")
+    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
+    assert (code, existing.read_text()) == (2, "local edit\n")
+
+
+def test_restore_of_a_path_not_in_the_archive_fails(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["env"]])
+    assert restore(dump_bucket, "/etc/not-archived", tmp_path / "out", tmp_path / "ops.jsonl") == 1
+
+
+def test_restore_with_a_relative_path_is_a_usage_error(dump_bucket, tree, tmp_path):
+    assert restore(dump_bucket, "var/www/quickport/.env", tmp_path / "out", tmp_path / "ops.jsonl") == 2
+
+
+def test_restore_finds_the_only_host_without_host_option(dump_bucket, tree, tmp_path):
+    archive(dump_bucket, [tree["env"]])
+    code = restore(dump_bucket, tree["env"], tmp_path / "out", tmp_path / "ops.jsonl")
+    assert (code, (tmp_path / "out" / tree["env"].lstrip("/")).exists()) == (0, True)
+
+
+def test_restore_requires_host_when_several_hosts_exist(dump_bucket, tree, tmp_path, capsys):
+    archive(dump_bucket, [tree["env"]])
+    quickport_dump.archive_files(paths=[tree["env"]], bucket=dump_bucket, prefix="files", host="other-host")
+    code = restore(dump_bucket, tree["env"], tmp_path / "out", tmp_path / "ops.jsonl")
+    assert (code, "other-host" in capsys.readouterr().err) == (2, True)
+
+
+def test_files_cli_archives_with_the_stable_arguments(dump_bucket, tree, capsys):
+    code = quickport_dump.main(["files", "--bucket", dump_bucket, "--prefix", "files", "--path", tree["env"],
+                                "--path", tree["gt06"], "--host", HOST, "--json"])
+    manifest = json.loads(capsys.readouterr().out)
+    assert (code, manifest["paths"], f"files/{HOST}/latest.json" in s3_keys(dump_bucket)) == \
+        (0, [tree["env"], tree["gt06"]], True)
+
+
+def test_files_missing_path_fails_without_publishing(dump_bucket, tree):
+    code = quickport_dump.main(["files", "--bucket", dump_bucket, "--prefix", "files", "--path", "/nonexistent/x",
+                                "--host", HOST])
+    assert (code, s3_keys(dump_bucket)) == (1, [])
