@@ -268,8 +268,9 @@ def _take(ctx: Context) -> dict[str, Any]:
         if args.lock:
             doc["locks"] = [_lock(ctx, ec2, s["SnapshotId"], args.lock, args.lock_days, args.cool_off_hours)
                             for s in snapshots]
-    except CommandError as e:
-        ctx.log("snapshot-failed", name=name, instance_id=instance_id, volume_id=root, error=str(e))
+    except (CommandError, ClientError, BotoCoreError) as e:
+        message = str(e) if isinstance(e, CommandError) else aws_error_message(e)
+        ctx.log("snapshot-failed", name=name, instance_id=instance_id, volume_id=root, error=message)
         raise
     root_snapshot = snapshots[0]
     doc["snapshot"] = _snapshot_summary(root_snapshot)
