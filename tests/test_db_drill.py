@@ -1,0 +1,111 @@
+"""db-restore-drill refuses what it must and reports mismatches (real MariaDB, moto server)."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from scripts import quickport_dump
+from scripts.cli import main as backupctl
+from tests.fixtures.mariadb import seed_database
+
+SOURCE = "crm_drill"
+
+
+@pytest.fixture
+def manifest(mariadb_server, dump_bucket, backup_defaults) -> dict:
+    seed_database(mariadb_server, SOURCE)
+    mariadb_server.drop_databases("crm_drill_scratch")
+    return quickport_dump.dump_database(database=SOURCE, bucket=dump_bucket, prefix="mysql",
+                                        defaults_file=backup_defaults)
+
+
+def drill(mariadb_server, bucket, tmp_path, *args):
+    return backupctl(["db-restore-drill", "--bucket", bucket, "--prefix", "mysql",
+                      "--defaults-file", mariadb_server.root_defaults, "--log-file", str(tmp_path / "ops.jsonl"),
+                      *args])
+
+
+def scratch_exists(mariadb_server) -> bool:
+    return bool(mariadb_server.sql("SHOW DATABASES LIKE 'crm\\_drill\\_scratch'"))
+
+
+def rewrite_manifest(bucket: str, manifest: dict, **changes) -> None:
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=quickport_dump.manifest_key_for(manifest["key"]),
+                  Body=json.dumps({**manifest, **changes}).encode())
+
+
+def test_drill_refuses_a_corrupted_dump_before_touching_the_server(manifest, mariadb_server, dump_bucket,
+                                                                   tmp_path, capsys):
+    s3 = boto3.client("s3")
+    body = bytearray(s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=bytes(body))
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch")
+    assert (code, "refusing to restore" in capsys.readouterr().err, scratch_exists(mariadb_server)) == \
+        (1, True, False)
+
+
+def test_drill_reports_a_row_count_mismatch(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 2501})
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert (code, [t["table"] for t in report["tables"] if not t["ok"]]) == (1, ["invoices"])
+
+
+def test_drill_reports_a_table_missing_from_the_restore(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "payments": 10})
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert (code, [(t["table"], t["restored"]) for t in report["tables"] if not t["ok"]]) == (1, [("payments", None)])
+
+
+def test_drill_reports_a_missing_trigger(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+    rewrite_manifest(dump_bucket, manifest, objects={**manifest["objects"], "triggers": ["invoices_audit", "gone"]})
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch", "--json")
+    report = json.loads(capsys.readouterr().out)
+    assert (code, [o["kind"] for o in report["objects"] if not o["ok"]]) == (1, ["triggers"])
+
+
+def test_drill_drops_the_scratch_database_after_a_mismatch(manifest, mariadb_server, dump_bucket, tmp_path):
+    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 1})
+    drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+          "--target-database", "crm_drill_scratch")
+    assert scratch_exists(mariadb_server) is False
+
+
+def test_drill_refuses_a_target_equal_to_the_source(manifest, mariadb_server, dump_bucket, tmp_path):
+    assert drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", SOURCE) == 2
+
+
+def test_drill_refuses_an_existing_target_and_leaves_it_alone(manifest, mariadb_server, dump_bucket, tmp_path):
+    mariadb_server.sql("CREATE DATABASE crm_drill_scratch; CREATE TABLE crm_drill_scratch.mine (id INT);")
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch")
+    assert (code, mariadb_server.sql("SHOW TABLES", "crm_drill_scratch")) == (2, [["mine"]])
+
+
+def test_drill_rejects_a_target_name_that_is_not_an_identifier(manifest, mariadb_server, dump_bucket, tmp_path,
+                                                               capsys):
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "x`; DROP DATABASE y")
+    assert (code, "--target-database" in capsys.readouterr().err) == (2, True)
+
+
+def test_drill_restores_an_explicit_manifest(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--manifest", quickport_dump.manifest_key_for(manifest["key"]),
+                 "--target-database", "crm_drill_scratch", "--json")
+    assert (code, json.loads(capsys.readouterr().out)["database"]) == (0, SOURCE)
+
+
+def test_drill_without_a_dump_fails_with_one_line(mariadb_server, dump_bucket, tmp_path, capsys):
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", "crm_never_dumped",
+                 "--target-database", "crm_drill_scratch")
+    assert (code, len(capsys.readouterr().err.strip().splitlines())) == (1, 1)
