@@ -369,11 +369,17 @@ def delete_prefix(s3, bucket: str, prefix: str) -> int:
 BEGIN_MARK = "QUICKPORT-RESTORE-BEGIN"
 END_MARK = "QUICKPORT-RESTORE-END"
 SHA_MARK = "QUICKPORT-RESTORE-SHA256"
+KEY_MARK = "QUICKPORT-RESTORE-KEY"
+# openssl enc -pbkdf2 parameters; the archive key is random, so the iteration count only has to match.
+PBKDF2_ITERATIONS = 100_000
 
 _SCRIPT = r"""#!/bin/bash
-# quickport-backup restore-files: mount the restored volume read-only, print the wanted paths as a
-# base64 tar.gz between markers (the SSM agent saves stdout to S3), unmount. Diagnostics on stderr.
+# quickport-backup restore-files: mount the restored volume read-only, pack the wanted paths, encrypt
+# them to the operator's one-time public key and print them base64 between markers (the SSM agent
+# saves stdout to S3; SSM command history keeps its first 24,000 characters, hence the encryption).
+# Diagnostics on stderr.
 set -euo pipefail
+umask 077
 SERIAL={serial}
 DEVICE_HINT={device}
 PATHS=({paths})
@@ -381,6 +387,8 @@ MNT=$(mktemp -d /mnt/quickport-restore.XXXXXX)
 WORK=$(mktemp -d /var/tmp/quickport-restore.XXXXXX)
 cleanup() {{ umount "$MNT" 2>/dev/null || true; rmdir "$MNT" 2>/dev/null || true; rm -rf "$WORK"; }}
 trap cleanup EXIT
+cat > "$WORK/operator.pem" <<'PEM'
+{public_pem}PEM
 
 # Nitro instances expose EBS volumes as NVMe disks whose serial is the volume id without its hyphen;
 # Xen instances use the requested device name (sdX may appear as xvdX).
@@ -427,31 +435,78 @@ fi
 
 tar -C "$MNT" -czf "$WORK/files.tar.gz" -- "${{rel[@]}}"
 echo "packed $(du -h "$WORK/files.tar.gz" | cut -f1): $(tar -tzf "$WORK/files.tar.gz" | wc -l) entries" >&2
+# A random one-time passphrase (in a file: never on a command line) encrypts the archive; only its
+# RSA-OAEP encryption to the operator's key leaves the helper.
+openssl rand -hex 32 | tr -d '\n' > "$WORK/pass"
+openssl enc -aes-256-cbc -pbkdf2 -iter {iterations} -md sha256 -salt -pass "file:$WORK/pass" \
+  -in "$WORK/files.tar.gz" -out "$WORK/files.enc"
+echo "{key_mark} $(openssl pkeyutl -encrypt -pubin -inkey "$WORK/operator.pem" -pkeyopt rsa_padding_mode:oaep \
+  -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in "$WORK/pass" | base64 -w 0)"
 echo "{sha_mark} $(sha256sum "$WORK/files.tar.gz" | cut -d' ' -f1)"
 echo "{begin}"
-base64 -w 76 "$WORK/files.tar.gz"
+base64 -w 76 "$WORK/files.enc"
 echo "{end}"
 """
 
 
-def restore_files_script(volume_id: str, device: str, paths: list[str]) -> str:
+def new_transport_key():
+    """A one-time RSA key pair for one restore: the helper encrypts to its public half; the private
+    half lives only in this process's memory."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+def public_pem(private_key) -> str:
+    from cryptography.hazmat.primitives import serialization
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def restore_files_script(volume_id: str, device: str, paths: list[str], operator_public_pem: str) -> str:
     """The bash script the helper runs for `paths` on the volume attached as `device`."""
     return _SCRIPT.format(serial=shlex.quote(volume_id.replace("-", "")), device=shlex.quote(device),
-                          paths=" ".join(shlex.quote(p) for p in paths),
-                          sha_mark=SHA_MARK, begin=BEGIN_MARK, end=END_MARK)
+                          paths=" ".join(shlex.quote(p) for p in paths), public_pem=operator_public_pem,
+                          iterations=PBKDF2_ITERATIONS, key_mark=KEY_MARK, sha_mark=SHA_MARK,
+                          begin=BEGIN_MARK, end=END_MARK)
 
 
-def decode_restore_output(text: str) -> bytes:
-    """The tar.gz bytes from the script's stdout; CommandError when markers or checksum disagree."""
+def _marked(lines: list[str], mark: str) -> Optional[str]:
+    values = [line.split(None, 1)[1].strip() for line in lines if line.startswith(mark + " ")]
+    return values[-1] if values else None
+
+
+def decode_restore_output(text: str, private_key) -> bytes:
+    """The tar.gz bytes from the script's stdout: decrypt (RSA-OAEP-SHA256 passphrase, then the
+    `openssl enc -aes-256-cbc -pbkdf2` format: 'Salted__', 8-byte salt, ciphertext) and check the
+    sha256. CommandError when markers, decryption or checksum disagree."""
+    from cryptography.hazmat.primitives import hashes, padding as block_padding
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
     lines = text.splitlines()
     try:
         begin, end = lines.index(BEGIN_MARK), lines.index(END_MARK)
     except ValueError:
         raise CommandError("the helper's output has no restore archive (markers missing)") from None
-    sha_lines = [line.split()[1] for line in lines[:begin] if line.startswith(SHA_MARK + " ")]
-    data = base64.b64decode("".join(lines[begin + 1:end]), validate=True)
+    wrapped, expected = _marked(lines[:begin], KEY_MARK), _marked(lines[:begin], SHA_MARK)
+    if not wrapped or not expected:
+        raise CommandError("the helper's output lacks the archive key or checksum")
+    try:
+        passphrase = private_key.decrypt(base64.b64decode(wrapped), padding.OAEP(
+            mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        blob = base64.b64decode("".join(lines[begin + 1:end]), validate=True)
+        if blob[:8] != b"Salted__":
+            raise ValueError("not an openssl salted archive")
+        key_iv = PBKDF2HMAC(algorithm=hashes.SHA256(), length=48, salt=blob[8:16],
+                            iterations=PBKDF2_ITERATIONS).derive(passphrase)
+        decryptor = Cipher(algorithms.AES(key_iv[:32]), modes.CBC(key_iv[32:])).decryptor()
+        padded = decryptor.update(blob[16:]) + decryptor.finalize()
+        unpadder = block_padding.PKCS7(128).unpadder()
+        data = unpadder.update(padded) + unpadder.finalize()
+    except ValueError as e:
+        raise CommandError(f"the restore archive could not be decrypted: {e}") from None
     digest = hashlib.sha256(data).hexdigest()
-    if not sha_lines or sha_lines[-1] != digest:
-        raise CommandError(f"the restore archive is damaged: sha256 {digest}, the helper reported "
-                           f"{sha_lines[-1] if sha_lines else 'none'}")
+    if digest != expected:
+        raise CommandError(f"the restore archive is damaged: sha256 {digest}, the helper reported {expected}")
     return data

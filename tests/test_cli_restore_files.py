@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts import restoreops
 from scripts.cli import main
+from scripts.common import CommandError
 from tests.test_cli_restore_support import (AZ, FakeAgent, ScopedStubber, account_state, client,  # noqa: F401
                                             describe_instance, prod)
 
@@ -206,3 +208,34 @@ def test_attach_to_existing_helper_detaches_and_deletes_only_the_temporary_volum
     assert [m["DeviceName"] for m in helper_now["BlockDeviceMappings"]] == ["/dev/sda1"]
     assert created_by_run(ec2, result["runId"]) == ([], [])
     assert (dest / "var/www/quickport/.env").exists()
+
+
+# --- what SSM keeps: the archive is encrypted to the run's one-time key ----------------------------------
+
+def test_archive_in_the_ssm_output_cannot_be_read_without_the_runs_key(prod, capsys, tmp_path, snapshot_tree):
+    _, _, _, agent, _ = restore(prod, capsys, tmp_path, snapshot_tree)
+    stdout = agent.results[-1].stdout.decode("ascii")
+    with pytest.raises(CommandError, match="could not be decrypted"):
+        restoreops.decode_restore_output(stdout, restoreops.new_transport_key())
+
+
+def test_damaged_archive_is_rejected(prod, capsys, tmp_path, snapshot_tree):
+    ssm = client("ssm")
+    agent = FakeAgent(ssm, tmp_path / "agent", snapshot_tree)
+
+    def damage(http_response=None, parsed=None, **_):
+        key = next(k for k in (o["Key"] for o in client("s3").list_objects_v2(
+            Bucket=prod.bucket, Prefix="restores/").get("Contents", [])) if k.endswith("/stdout"))
+        body = client("s3").get_object(Bucket=prod.bucket, Key=key)["Body"].read().decode()
+        lines = body.splitlines()
+        i = lines.index(restoreops.END_MARK) - 1   # inside the ciphertext
+        lines[i] = ("B" if lines[i][0] != "B" else "C") + lines[i][1:]
+        client("s3").put_object(Bucket=prod.bucket, Key=key, Body="\n".join(lines) + "\n")
+
+    ssm.meta.events.register("after-call.ssm.SendCommand", damage)  # after the agent has written
+    code, out, _ = run_files(prod, capsys, "--path", "/var/www/quickport/.env", "--to", str(tmp_path / "o"),
+                             "--yes", "--json", *FAST, ssm=ssm)
+    assert agent.results
+    assert code == 1
+    assert "damaged" in json.loads(out)["error"] or "could not be decrypted" in json.loads(out)["error"]
+    assert not (tmp_path / "o").exists()

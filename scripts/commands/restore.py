@@ -807,10 +807,11 @@ def run_restore_files(ctx: Context) -> int:
         ops.wait_volume_in_use(ec2, created.volume_id, timeout, poll)
 
         ctx.progress(f"mounting read-only and packing {len(plan.paths)} path(s) through SSM on {helper_id}")
-        script = ops.restore_files_script(created.volume_id, device, plan.paths)
+        transport_key = ops.new_transport_key()
+        script = ops.restore_files_script(created.volume_id, device, plan.paths, ops.public_pem(transport_key))
         command_id = ops.send_shell_script(
             ssm, helper_id, script, comment=f"quickport restore-files {run_id}",
-            execution_timeout=int(timeout), output_bucket=plan.bucket, output_prefix=plan.output_prefix,
+            execution_timeout=max(60, int(timeout)), output_bucket=plan.bucket, output_prefix=plan.output_prefix,
             output_region=plan.region, ready_timeout=timeout, poll_seconds=poll, progress=ctx.progress)
         ops.wait_command(ssm, command_id, helper_id, timeout, poll)
         command_prefix = f"{plan.output_prefix}/{command_id}/"
@@ -824,7 +825,8 @@ def run_restore_files(ctx: Context) -> int:
         with tempfile.TemporaryDirectory(prefix="quickport-restore-") as tmp:
             local = os.path.join(tmp, "stdout")
             ops.download(s3, plan.bucket, key, local)
-            archive = ops.decode_restore_output(Path(local).read_text(encoding="ascii", errors="replace"))
+            archive = ops.decode_restore_output(Path(local).read_text(encoding="ascii", errors="replace"),
+                                                transport_key)
         names = _unpack(archive, plan.destination)
     except (AWS_FAILURES + (tarfile.TarError, OSError, ValueError)) as e:
         error = e
