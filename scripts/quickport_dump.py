@@ -370,9 +370,12 @@ class DumpInspector:
         return raw.replace(b"``", b"`").decode("utf-8", "replace")
 
     def _rows(self, segment: bytes) -> int:
-        if b"'" in segment:  # strings may contain "),(": blank them before counting
-            segment = _QUOTED.sub(b"''", segment)
-        rows = segment.count(b"),(") + segment.count(b"),\n(")
+        # "),\n(" holds a real newline, so it is never inside a string: counting it needs no parsing.
+        rows = segment.count(b"),\n(")
+        if b"),(" in segment:  # one-line rows, or a string that looks like a separator
+            if b"'" in segment:
+                segment = _QUOTED.sub(b"''", segment)
+            rows += segment.count(b"),(")
         if self._separator_pending and segment.startswith(b"("):
             rows += 1
         self._separator_pending = segment.endswith(b"),\n")
