@@ -95,6 +95,8 @@ class DailySnapshotPlan(pulumi.ComponentResource):
             for policy in BACKUP_SERVICE_POLICIES]
 
         copy_actions = None
+        self.copy_provider: Optional[aws.Provider] = None
+        self.copy_key: Optional[aws.kms.Key] = None
         self.copy_vault: Optional[aws.backup.Vault] = None
         if args.copy_to_region:
             copy_actions = [self._declare_copy_vault(name, args)]

@@ -27,7 +27,7 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     dump = DumpDocument(f"{prefix}-dump", DumpDocumentArgs.from_config(
         cfg, bucket.bucket_name, bucket.bucket_arn, bucket.key_arn, association_depends_on=[bucket]))
     vault_arns = [vault.vault_arn] + ([plan.copy_vault.arn] if plan.copy_vault else [])
-    key_arns = [vault.key_arn, bucket.key_arn] + ([plan.copy_key.arn] if plan.copy_vault else [])
+    key_arns = [vault.key_arn, bucket.key_arn] + ([plan.copy_key.arn] if plan.copy_key else [])
     guard_rails = AccountGuardRails(f"{prefix}-guard-rails", AccountGuardRailsArgs(
         region=cfg.region, vault_arns=vault_arns, plan_arn=plan.plan_arn,
         recycle_bin_rule_arns=[rule.arn for rule in recycle_bin.rules.values()],
