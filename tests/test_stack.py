@@ -9,6 +9,7 @@ import pytest
 
 from components.config import REPO_ROOT, load_stack_config
 from components.stack import declare_stack
+from scripts.offline_engine import run_program
 
 COMPONENTS = ["quickport:backup:AccountGuardRails", "quickport:backup:BackupVault",
               "quickport:backup:BaselineSnapshots", "quickport:backup:DailySnapshotPlan",
@@ -26,7 +27,7 @@ EXPORTS = ["instanceId", "vaultName", "vaultArn", "vaultKeyArn", "alertsTopicArn
 
 
 @pytest.fixture(scope="module")
-def exports(run_component) -> dict:
+def exports() -> dict:
     """The stack outputs `pulumi up` would show, resolved on the mock engine."""
     cfg = load_stack_config("prod")
     captured: dict = {}
@@ -37,17 +38,9 @@ def exports(run_component) -> dict:
         for name, value in outputs.items():
             # Per key: in preview an unknown value (e.g. an id AWS assigns) would hide all the others.
             pulumi.Output.from_input(value).apply(lambda v, name=name: captured.__setitem__(name, v))
-    run_component(program)
+    # Module scope: one program run serves every export test.
+    run_program(program, {"aws:region": "ap-south-1"})
     return captured
-
-
-@pytest.fixture(scope="module")
-def run_component():
-    from scripts.offline_engine import run_program
-
-    def run(program):
-        return run_program(program, {"aws:region": "ap-south-1"})
-    return run
 
 
 def test_stack_declares_each_component_once(prod_stack):
