@@ -183,3 +183,10 @@ def test_unlock_of_an_unlocked_snapshot_changes_nothing(prod_instance, backupctl
 
     assert result.code == 0
     assert result.json() == {"SnapshotId": snapshot_id, "LockState": None, "unlocked": False}
+
+
+def test_unlock_of_a_malformed_reference_exits_2(prod_instance, backupctl):
+    result = backupctl("unlock", "snap-XYZ", *prod_instance.common_args())
+
+    assert result.code == 2
+    assert "snap-<8 or 17 hex digits>" in result.err

@@ -214,3 +214,15 @@ def test_timeout_must_be_positive_minutes(prod_instance, backupctl):
 
     assert result.code == 2
     assert "--timeout" in result.err and "more than 0" in result.err
+
+
+def test_unwritable_operations_log_fails_the_timestamp_item(prod_instance, backupctl, tmp_path):
+    not_a_directory = tmp_path / "plain-file"
+    not_a_directory.write_text("")
+
+    result = backupctl("snapshot", "--action", "php-upgrade", "--config-file", str(prod_instance.config_file),
+                       "--log-file", str(not_a_directory / "operations.jsonl"))
+
+    assert result.code == 1
+    assert "[FAIL] timestamp logged" in result.out
+    assert "could not write operations log" in result.err

@@ -102,3 +102,23 @@ def test_verify_writes_an_operations_log_line(prod_instance, backupctl):
     last = prod_instance.log_lines()[-1]
     assert (last["command"], last["event"], last["snapshot_id"], last["ok"]) == (
         "verify", "verify", snap["SnapshotId"], True)
+
+
+def test_verify_of_an_ami_checks_the_image_and_its_root_snapshot(prod_instance, backupctl):
+    image_id = prod_instance.ec2.create_image(InstanceId=prod_instance.instance_id,
+                                              Name=f"prod-root-{TODAY}-before-os-upgrade")["ImageId"]
+    [image] = prod_instance.ec2.describe_images(ImageIds=[image_id])["Images"]
+    root_snapshot = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+
+    doc = backupctl("verify", image_id, "--json", *prod_instance.common_args()).json()
+
+    assert doc["checklist"]["items"][0] == {"name": "image available", "ok": True,
+                                            "detail": f"{image_id} is available"}
+    assert doc["snapshot"]["SnapshotId"] == root_snapshot
+
+
+def test_verify_of_an_unknown_ami_exits_1(prod_instance, backupctl):
+    result = backupctl("verify", "ami-0123456789abcdef0", *prod_instance.common_args())
+
+    assert result.code == 1
+    assert "image ami-0123456789abcdef0 not found" in result.err
