@@ -55,8 +55,11 @@ PARAMETER_DESCRIPTIONS = {
 }
 
 
-class DumpDocumentError(ValueError):
-    """The dump script cannot be embedded safely; str() names the file and the reason."""
+class DumpDocumentError(pulumi.RunError):
+    """The dump script cannot be embedded safely; str() names the file and the reason.
+
+    A RunError, so `pulumi preview` prints the one line without a traceback and `backupctl preview`
+    exits 2 with it."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 
+import pulumi
 import pytest
 
 from components.config import REPO_ROOT, DumpConfig
@@ -222,9 +223,12 @@ def _document_args(script_path) -> DumpDocumentArgs:
                             script_path=script_path)
 
 
-def test_missing_dump_script_is_a_one_line_error(run_component, tmp_path):
-    with pytest.raises(DumpDocumentError, match="does not exist"):
+def test_missing_dump_script_is_a_one_line_run_error(run_component, tmp_path):
+    with pytest.raises(DumpDocumentError, match="does not exist") as raised:
         run_component(lambda: DumpDocument("d", _document_args(tmp_path / "absent.py")))
+    # RunError: the Pulumi CLI shows the message without a traceback; backupctl preview exits 2.
+    assert isinstance(raised.value, pulumi.RunError)
+    assert "\n" not in str(raised.value)
 
 
 def test_script_containing_the_heredoc_delimiter_is_refused(run_component, tmp_path):
