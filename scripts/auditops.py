@@ -11,6 +11,26 @@ import json
 from typing import Any, Iterable, Optional
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
+
+# What a read can raise when AWS (or an emulator) refuses or cannot answer. ResponseParserError is
+# not a BotoCoreError: it is what an endpoint that does not implement an API (an HTML 500 page) gives.
+AWS_ERRORS = (BotoCoreError, ClientError, ResponseParserError)
+
+
+def error_reason(exc: BaseException) -> str:
+    """One line saying why a read failed, naming the API when botocore knows it."""
+    if isinstance(exc, ResponseParserError):
+        return "unreadable response from the endpoint (it does not implement this API?)"
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code, status = err.get("Code", ""), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code.isdigit() or (status and status >= 500 and not err.get("Message")):
+            return f"{exc.operation_name}: HTTP {code or status} from the endpoint (it does not implement this API?)"
+        return f"{exc.operation_name}: {code}: {err.get('Message', '')}".rstrip(": ")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- identity -----------------------------------------------------------------------------------

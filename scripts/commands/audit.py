@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 from scripts import auditops
-from scripts.common import EXIT_FAILED, EXIT_OK, Context, UsageError, add_common_options, aws_error_message, utcnow
+from scripts.common import EXIT_FAILED, EXIT_OK, Context, UsageError, add_common_options, utcnow
 
 OK, FAIL, UNCHECKED = "ok", "FAIL", "could-not-check"
 STRATEGY_MIN_RETENTION_DAYS = 7
@@ -78,16 +78,14 @@ def _age(when: dt.datetime, now: dt.datetime) -> str:
 
 def _guarded(name: str, fn: Callable[[], Check | list[Check]]) -> list[Check]:
     """Run one check; an AWS error becomes could-not-check with the reason (not-found is a FAIL)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import ClientError
     try:
         result = fn()
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        status = FAIL if code in NOT_FOUND_CODES else UNCHECKED
-        return [Check(name, status, aws_error_message(e))]
-    except (BotoCoreError, ValueError) as e:
-        # ValueError: an unreadable JSON document (vault policy, latest.json, manifest)
-        return [Check(name, UNCHECKED, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")]
+    except auditops.AWS_ERRORS as e:
+        code = e.response.get("Error", {}).get("Code", "") if isinstance(e, ClientError) else ""
+        return [Check(name, FAIL if code in NOT_FOUND_CODES else UNCHECKED, auditops.error_reason(e))]
+    except ValueError as e:  # an unreadable JSON document (vault policy, latest.json, manifest)
+        return [Check(name, UNCHECKED, f"unreadable JSON: {e}")]
     return result if isinstance(result, list) else [result]
 
 
@@ -256,8 +254,8 @@ def check_baselines(ctx: Context, now: dt.datetime) -> list[Check]:
     if candidates:
         try:
             locks = auditops.locked_snapshots(ec2, [s["SnapshotId"] for s in candidates.values()])
-        except Exception as e:  # the lock API failing must not hide the existence results above
-            reason = aws_error_message(e)
+        except auditops.AWS_ERRORS as e:  # the lock API failing must not hide the results above
+            reason = auditops.error_reason(e)
             for b_name, snap in candidates.items():
                 checks[b_name] = Check(f"baseline {b_name}", UNCHECKED,
                                        f"{snap['SnapshotId']} completed; lock state unknown: {reason}")
@@ -284,21 +282,15 @@ def check_snapshot_block_public_access(ctx: Context) -> Check:
 
 
 def _manifest_end_time(manifest: dict[str, Any]) -> Optional[dt.datetime]:
-    for key in ("end", "end_time", "endTime", "finished", "finished_at", "completed_at", "end_utc"):
-        if key in manifest and _parse_time(manifest[key]):
-            return _parse_time(manifest[key])
-    times = manifest.get("times") if isinstance(manifest.get("times"), dict) else {}
-    return _parse_time(times.get("end"))
+    """When the dump finished, per scripts/quickport_dump.py's manifest ("finished_at", UTC ISO 8601)."""
+    return _parse_time(manifest.get("finished_at"))
 
 
 def _manifest_key_from_latest(latest: dict[str, Any]) -> Optional[str]:
-    for key in ("manifest", "manifest_key", "manifestKey"):
-        if isinstance(latest.get(key), str):
-            return latest[key]
-    dump_key = latest.get("key") or latest.get("dump_key")
-    if isinstance(dump_key, str):
-        return dump_key + ".manifest.json" if not dump_key.endswith(".manifest.json") else dump_key
-    return None
+    """latest.json names its manifest ("manifest"); older writers named only the dump ("key")."""
+    if isinstance(latest.get("manifest"), str):
+        return latest["manifest"]
+    return latest["key"] + ".manifest.json" if isinstance(latest.get("key"), str) else None
 
 
 def check_dump_fresh(ctx: Context, now: dt.datetime, max_age_h: float) -> Check:
