@@ -352,16 +352,15 @@ def download(s3, bucket: str, key: str, path: str) -> None:
 
 
 def delete_prefix(s3, bucket: str, prefix: str) -> int:
-    """Delete every version (and delete marker) under `prefix`: the run's own output, so that no copy
-    of restored files (e.g. .env secrets) lingers as a noncurrent version. Returns how many."""
-    deleted = 0
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                   for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-        if objects:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
-            deleted += len(objects)
-    return deleted
+    """Delete the current objects under `prefix` (the run's own output). Only delete markers are
+    written: the dump bucket's policy denies DeleteObjectVersion to everyone, so the noncurrent
+    versions stay until a lifecycle rule expires them; they hold only ciphertext whose key died
+    with the run. Returns how many objects were deleted."""
+    keys = keys_under(s3, bucket, prefix)
+    for start in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                 "Quiet": True})
+    return len(keys)
 
 
 # --- the script the helper runs (section 6.2) -----------------------------------------------------------

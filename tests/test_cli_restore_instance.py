@@ -291,3 +291,45 @@ def test_replace_root_on_a_stopped_instance_is_refused_before_any_change(prod, c
     assert code == 1
     assert "replace-root needs a running instance" in out
     assert account_state(ec2) == before
+
+
+def test_restore_backs_off_when_another_run_takes_the_instance_at_the_same_moment(prod, capsys):
+    ec2 = client("ec2")
+    no_replace_root_tasks(ec2)
+
+    def other_run_writes_its_marker(**_):
+        client("ec2").create_tags(Resources=[prod.instance_id],
+                                  Tags=[{"Key": restoreops.RESTORE_MARKER_TAG, "Value": "other-run"}])
+
+    ec2.meta.events.register("after-call.ec2.CreateTags", other_run_writes_its_marker)
+    code, _, err = run(prod, capsys, "--method", "detach", "--yes", *FAST, ec2=ec2)
+    assert code == 1
+    assert "another restore took" in err
+    assert root_of(ec2, prod.instance_id) == prod.root_volume_id
+
+
+def test_failed_elastic_ip_association_keeps_the_restored_root_and_prints_the_command(prod, capsys):
+    ec2 = client("ec2")
+    no_replace_root_tasks(ec2)
+    stub_eip = ScopedStubber(ec2, "AssociateAddress")
+    stub_eip.add_client_error("associate_address", "InvalidAllocationID.NotFound", "gone", 400)
+    stub_eip.activate()
+    code, out, _ = run(prod, capsys, "--method", "detach", "--yes", *FAST, ec2=ec2)
+    assert code == 1
+    assert root_of(ec2, prod.instance_id) != prod.root_volume_id
+    assert (f"aws ec2 associate-address --allocation-id {prod.allocation_id} --instance-id {prod.instance_id} "
+            f"--allow-reassociation") in out
+
+
+def test_replace_root_task_still_running_at_the_timeout_exits_1_saying_how_to_follow_it(prod, capsys):
+    ec2 = client("ec2")
+    stub = ScopedStubber(ec2, "DescribeReplaceRootVolumeTasks", "CreateReplaceRootVolumeTask")
+    stub.add_response("describe_replace_root_volume_tasks", {"ReplaceRootVolumeTasks": []})
+    stub.add_response("create_replace_root_volume_task", {"ReplaceRootVolumeTask": task(prod, "pending")})
+    for _ in range(30):
+        stub.add_response("describe_replace_root_volume_tasks", {"ReplaceRootVolumeTasks": [task(prod, "in-progress")]})
+    stub.activate()
+    code, out, _ = run(prod, capsys, "--yes", "--poll-seconds", "0.1", "--timeout", "0.005", ec2=ec2)
+    assert code == 1
+    assert "still in-progress after" in out
+    assert "describe-replace-root-volume-tasks --replace-root-volume-task-ids replacevol-0123456789abcdef0" in out

@@ -444,7 +444,10 @@ def _restore_replace_root(ec2, plan: InstancePlan, run_id: str, timeout: float, 
 
 
 class RestoreFailed(CommandError):
-    def __init__(self, message: str, *, rolled_back: bool, next_steps: list[str],
+    """A restore step failed. rolled_back: True the instance is back as it was, False it is not
+    (next_steps say what to do), None nothing had been changed on the instance yet."""
+
+    def __init__(self, message: str, *, rolled_back: Optional[bool], next_steps: list[str],
                  new_volume_id: Optional[str] = None):
         super().__init__(message)
         self.rolled_back = rolled_back
@@ -530,7 +533,7 @@ def run_restore_instance(ctx: Context) -> int:
         return _report_failure(ctx, result, e, started)
     except AWS_FAILURES as e:
         return _report_failure(ctx, result, RestoreFailed(
-            _message(e), rolled_back=True, next_steps=[]), started)
+            _message(e), rolled_back=None, next_steps=[]), started)
     finally:
         try:
             ops.clear_restore_marker(ec2, iid, marker)
@@ -688,7 +691,8 @@ def build_files_plan(ec2, ctx: Context, run_id: str) -> FilesPlan:
         "clean up (also after a failure): "
         + ("terminate the helper (its root volume goes with it), " if not args.attach_to else
            f"detach the temporary volume from {args.attach_to}, ")
-        + f"delete the temporary volume, delete s3://{bucket}/{plan.output_prefix}/; nothing else is deleted",
+        + f"delete the temporary volume, delete the output objects under s3://{bucket}/{plan.output_prefix}/; "
+        "nothing else is deleted",
     ]
     return plan
 
@@ -732,11 +736,11 @@ def _cleanup(ec2, s3, plan: FilesPlan, created: Created, timeout: float, poll: f
     try:
         removed = ops.delete_prefix(s3, plan.bucket, plan.output_prefix + "/")
         if removed:
-            progress(f"cleanup: deleted {removed} object versions under s3://{plan.bucket}/{plan.output_prefix}/")
+            progress(f"cleanup: deleted {removed} output object(s) under s3://{plan.bucket}/{plan.output_prefix}/")
     except AWS_FAILURES as e:
-        progress(f"cleanup: {_message(e)}")
-        leftovers.append(f"aws s3api list-object-versions --bucket {plan.bucket} --prefix {plan.output_prefix}/ "
-                         f"(then delete each version: it may hold copies of restored secrets)")
+        # Not a leftover that fails the run: the output is ciphertext whose key is gone.
+        progress(f"cleanup: warning: could not delete s3://{plan.bucket}/{plan.output_prefix}/ "
+                 f"({_message(e)}); it holds only encrypted output of this run")
     return leftovers
 
 
