@@ -190,3 +190,18 @@ def test_unlock_of_a_malformed_reference_exits_2(prod_instance, backupctl):
 
     assert result.code == 2
     assert "snap-<8 or 17 hex digits>" in result.err
+
+
+def test_unlock_denied_by_the_guard_rails_says_it_is_a_break_glass_step(prod_instance, backupctl, snapshot_id,
+                                                                        locks):
+    ec2, stubber = locks
+    stubber.add_response("describe_locked_snapshots", _lock_info(snapshot_id, "governance"),
+                         {"SnapshotIds": [snapshot_id]})
+    stubber.add_client_error("unlock_snapshot", "UnauthorizedOperation",
+                             "You are not authorized to perform this operation.",
+                             expected_params={"SnapshotId": snapshot_id})
+
+    result = backupctl("unlock", snapshot_id, *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 1
+    assert "UnauthorizedOperation" in result.err and "break-glass" in result.err

@@ -47,7 +47,8 @@ def _stub_root_snapshot(inst):
     stubber.add_response("describe_snapshots", {"Snapshots": [{
         "SnapshotId": "snap-0123456789abcdef0", "VolumeId": inst.root_volume_id, "State": "completed",
         "Progress": "100%", "StartTime": dt.datetime.now(dt.timezone.utc), "VolumeSize": 8,
-        "Tags": [{"Key": "Instance", "Value": inst.instance_id}]}]}, {"SnapshotIds": ANY})
+        "Tags": [{"Key": "Instance", "Value": inst.instance_id},
+                 {"Key": "Strategy", "Value": "quickport-backup"}]}]}, {"SnapshotIds": ANY})
     return ec2, stubber
 
 
@@ -81,6 +82,18 @@ def test_same_day_rerun_reuses_the_ami(prod_instance, backupctl):
 
     assert "[reused]" in second.out
     assert len(_images(prod_instance.ec2, f"prod-root-{TODAY}-before-os-upgrade")) == 1
+
+
+def test_same_day_rerun_does_not_retag_the_amis_snapshots(prod_instance, backupctl):
+    backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
+    ec2 = ec2_client()
+    # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: nothing is
+    # queued, so a CreateTags call would fail the command before it prints its JSON.
+    with PartialStubber(ec2, {"CreateTags"}):
+        second = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
+                           clients={"ec2": ec2})
+
+    assert second.json()["reused"] is True
 
 
 def _create_image_only(inst, no_reboot: bool):

@@ -331,16 +331,16 @@ def _take_image(ctx: Context, ec2, instance_id: str, name: str, tags: dict[str, 
     if not root_id:
         raise CommandError(f"image {image_id} has no EBS root snapshot")
     # The image's snapshots only exist now: tag them like a pre-maintenance snapshot (the checklist
-    # reads Instance, and the guard-rails policy protects Strategy-tagged snapshots).
-    snap_tags = {"Name": name, ec2ops.STRATEGY_TAG[0]: ec2ops.STRATEGY_TAG[1], "Image": image_id,
-                 **{k: v for k, v in ec2ops.tags_of(image).items() if k not in ("Name",)}, **tags}
-    ec2ops.tag_resources(ec2, snapshot_ids, snap_tags)
-    ordered = [root_id] + [s for s in snapshot_ids if s != root_id]
-    snapshots = [ec2ops.describe_snapshot(ec2, sid) for sid in ordered[:1]]
-    if snapshots[0] is None:
+    # reads Instance; the guard-rails policy protects Strategy-tagged snapshots). Only untagged ones:
+    # the guard rails deny re-tagging a snapshot that already carries the Strategy tag (a re-run).
+    root = ec2ops.describe_snapshot(ec2, root_id)
+    if root is None:
         raise CommandError(f"root snapshot {root_id} of image {image_id} not found")
-    snapshots += [{"SnapshotId": sid} for sid in ordered[1:]]
-    return snapshots, image
+    if ec2ops.STRATEGY_TAG[0] not in ec2ops.tags_of(root):
+        snap_tags = {**ec2ops.tags_of(image), "Name": name, "Image": image_id, **tags}
+        ec2ops.tag_resources(ec2, snapshot_ids, snap_tags)
+        root = ec2ops.describe_snapshot(ec2, root_id)
+    return [root] + [{"SnapshotId": sid} for sid in snapshot_ids if sid != root_id], image
 
 
 def _lock(ctx: Context, ec2, snapshot_id: str, mode: str, days: int, cool_off: Optional[int]) -> dict[str, Any]:
@@ -501,7 +501,16 @@ def run_unlock(ctx: Context) -> int:
         raise CommandError(f"{sid} is locked in compliance mode until {expires} and its cooling-off period "
                            f"ended ({ec2ops._iso(lock.get('CoolOffPeriodExpiresOn'))}): a compliance lock "
                            f"cannot be removed by anyone; it expires on its own")
-    ec2ops.unlock_snapshot(ec2, sid)
+    try:
+        ec2ops.unlock_snapshot(ec2, sid)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("UnauthorizedOperation", "AccessDenied",
+                                                        "AccessDeniedException"):
+            raise CommandError(
+                f"{aws_error_message(e)}; the guard-rails IAM policy denies ec2:UnlockSnapshot on snapshots "
+                f"tagged Strategy=quickport-backup: unlocking one is a break-glass step for a role without "
+                f"that policy") from None
+        raise
     ctx.log("snapshot-unlocked", snapshot_id=sid, previous_lock_state=state)
     ctx.emit({"SnapshotId": sid, "LockState": state, "unlocked": True},
              f"Unlocked {sid} (was {state}); it can be deleted again")
