@@ -239,3 +239,20 @@ def test_damaged_archive_is_rejected(prod, capsys, tmp_path, snapshot_tree):
     assert code == 1
     assert "damaged" in json.loads(out)["error"] or "could not be decrypted" in json.loads(out)["error"]
     assert not (tmp_path / "o").exists()
+
+
+def test_failed_ssm_command_reports_its_stderr_and_cleans_up(prod, capsys, tmp_path):
+    ssm = client("ssm")
+    stub = ScopedStubber(ssm, "GetCommandInvocation")
+    failed = {"CommandId": "c0ffee00-0000-4000-8000-000000000000", "Status": "Failed", "ResponseCode": 32,
+              "StandardErrorContent": "mount: /mnt/quickport-restore.x: wrong fs type, bad option\n"}
+    for _ in range(2):   # the command_executed waiter's look, then ours
+        stub.add_response("get_command_invocation", failed)
+    stub.activate()
+    code, out, _ = run_files(prod, capsys, "--path", "/etc/hosts", "--to", str(tmp_path / "o"), "--yes", "--json",
+                             *FAST, ssm=ssm)
+    result = json.loads(out)
+    instances, volumes = created_by_run(client("ec2"), result["runId"])
+    assert code == 1
+    assert "ended Failed (exit 32): mount: /mnt/quickport-restore.x: wrong fs type" in result["error"]
+    assert [s for _, s in instances] == ["terminated"] and volumes == []

@@ -685,9 +685,10 @@ def build_files_plan(ec2, ctx: Context, run_id: str) -> FilesPlan:
             f"security groups {', '.join(plan.security_groups) or 'the VPC default'}; wait until running")
         plan.steps.append("attach the temporary volume to the helper at /dev/sdf")
     plan.steps += [
-        "through SSM Run Command: find the volume's device, mount it read-only, pack the paths",
-        f"the SSM agent saves the packed paths in s3://{bucket}/{plan.output_prefix}/; download, check sha256, "
-        f"unpack into {destination}/",
+        "through SSM Run Command: find the volume's device, mount it read-only, pack the paths and encrypt "
+        "them to a one-time key held only by this command",
+        f"the SSM agent saves the output in s3://{bucket}/{plan.output_prefix}/; download, decrypt, check "
+        f"sha256, unpack into {destination}/",
         "clean up (also after a failure): "
         + ("terminate the helper (its root volume goes with it), " if not args.attach_to else
            f"detach the temporary volume from {args.attach_to}, ")
