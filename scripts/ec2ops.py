@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from botocore.exceptions import ClientError
 
-from scripts.common import CommandError, aws_error_message
+from scripts.common import CommandError
 
 STRATEGY_TAG = ("Strategy", "quickport-backup")   # the guard-rails IAM policy protects this tag
 SNAPSHOT_NAME_PREFIX = "prod-root-"
@@ -349,7 +349,8 @@ class Checklist:
         return "\n".join(lines)
 
 
-def _iso(value: Any) -> Optional[str]:
+def iso_utc(value: Any) -> Optional[str]:
+    """A timestamp as ISO 8601 in UTC (botocore returns them in the local zone of the parser)."""
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
     return None if value is None else str(value)
@@ -365,7 +366,7 @@ def run_checklist(ec2, snapshot: dict[str, Any], instance_id: str,
     tags = tags_of(snapshot)
     sid = snapshot["SnapshotId"]
     result = Checklist(snapshot_id=sid, snapshot_name=tags.get("Name"), instance_id=instance_id,
-                       started=_iso(snapshot.get("StartTime")))
+                       started=iso_utc(snapshot.get("StartTime")))
     add = result.items.append
 
     state = snapshot.get("State")

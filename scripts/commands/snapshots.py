@@ -232,7 +232,7 @@ def _find_snapshot_or_fail(ctx: Context, ec2, ref: str) -> dict[str, Any]:
 def _snapshot_summary(snap: dict[str, Any]) -> dict[str, Any]:
     return {"SnapshotId": snap["SnapshotId"], "Name": ec2ops.tags_of(snap).get("Name"),
             "VolumeId": snap.get("VolumeId"), "State": snap.get("State"),
-            "StartTime": ec2ops._iso(snap.get("StartTime")), "VolumeSize": snap.get("VolumeSize"),
+            "StartTime": ec2ops.iso_utc(snap.get("StartTime")), "VolumeSize": snap.get("VolumeSize"),
             "Tags": ec2ops.tags_of(snap)}
 
 
@@ -352,7 +352,7 @@ def _lock(ctx: Context, ec2, snapshot_id: str, mode: str, days: int, cool_off: O
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (ec2ops._iso(v) if isinstance(v, dt.datetime) else v) for k, v in d.items()
+    return {k: (ec2ops.iso_utc(v) if isinstance(v, dt.datetime) else v) for k, v in d.items()
             if k != "ResponseMetadata"}
 
 
@@ -496,10 +496,10 @@ def run_unlock(ctx: Context) -> int:
                  f"{sid} is not locked{' (its lock expired)' if state else ''}: nothing to do")
         return EXIT_OK
     if state == "compliance":
-        expires = ec2ops._iso(lock.get("LockExpiresOn"))
+        expires = ec2ops.iso_utc(lock.get("LockExpiresOn"))
         ctx.log("unlock-refused", snapshot_id=sid, lock_state=state, expires=expires)
         raise CommandError(f"{sid} is locked in compliance mode until {expires} and its cooling-off period "
-                           f"ended ({ec2ops._iso(lock.get('CoolOffPeriodExpiresOn'))}): a compliance lock "
+                           f"ended ({ec2ops.iso_utc(lock.get('CoolOffPeriodExpiresOn'))}): a compliance lock "
                            f"cannot be removed by anyone; it expires on its own")
     try:
         ec2ops.unlock_snapshot(ec2, sid)
@@ -545,10 +545,10 @@ def run_list(ctx: Context) -> int:
         lock = locks.get(s["SnapshotId"])
         rows.append({
             "Name": ec2ops.tags_of(s).get("Name", ""), "SnapshotId": s["SnapshotId"],
-            "Age": _age(s.get("StartTime"), now), "StartTime": ec2ops._iso(s.get("StartTime")),
+            "Age": _age(s.get("StartTime"), now), "StartTime": ec2ops.iso_utc(s.get("StartTime")),
             "State": s.get("State"), "SizeGiB": s.get("VolumeSize"),
             "LockState": "unknown" if lock_error else (lock or {}).get("LockState", "none"),
-            "LockExpiresOn": None if lock_error else ec2ops._iso((lock or {}).get("LockExpiresOn")),
+            "LockExpiresOn": None if lock_error else ec2ops.iso_utc((lock or {}).get("LockExpiresOn")),
         })
     ctx.log("list", count=len(rows), lock_error=lock_error)
     header = ("NAME", "ID", "AGE", "STATE", "SIZE", "LOCK", "LOCK EXPIRES")
