@@ -132,3 +132,13 @@ def test_guard_json_keeps_stdout_one_document_while_the_command_prints(prod_inst
     doc = json.loads(proc.stdout)
     assert doc["command"] == {"argv": chatty, "run": True, "exitCode": 0}
     assert "hello from the maintenance command" in proc.stderr
+
+
+def test_guard_json_reports_the_command_as_not_run_when_the_checklist_fails(prod_instance_without_eip, backupctl,
+                                                                           tmp_path):
+    result = backupctl("guard", "--action", "php-upgrade", "--json", *prod_instance_without_eip.common_args(),
+                       "--", *_command(tmp_path / "ran", 0))
+
+    assert result.code == 1
+    assert result.json()["command"]["run"] is False
+    assert result.json()["checklist"]["ok"] is False

@@ -226,3 +226,16 @@ def test_unwritable_operations_log_fails_the_timestamp_item(prod_instance, backu
     assert result.code == 1
     assert "[FAIL] timestamp logged" in result.out
     assert "could not write operations log" in result.err
+
+
+def test_compliance_lock_option_with_yes_sends_the_cool_off_period(prod_instance, backupctl):
+    ec2 = ec2_client()
+    stubber = PartialStubber(ec2, {"LockSnapshot"})
+    stubber.add_response("lock_snapshot", {"SnapshotId": "snap-0123456789abcdef0", "LockState": "compliance-cooloff"},
+                         {"SnapshotId": ANY, "LockMode": "compliance", "LockDuration": 30, "CoolOffPeriod": 12})
+    with stubber:
+        result = backupctl("snapshot", "--action", "php-upgrade", "--lock", "compliance", "--lock-days", "30",
+                           "--cool-off-hours", "12", "--yes", *prod_instance.common_args(), clients={"ec2": ec2})
+        stubber.assert_no_pending_responses()
+
+    assert result.code == 0, result.err
