@@ -22,6 +22,7 @@ from botocore.stub import ANY, Stubber
 
 from scripts import cli, quickport_dump
 from scripts.commands.audit import runs_at_least_daily
+from tests.fixtures.ec2_instance import PartialStubber
 
 REGION = "ap-south-1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,23 +33,6 @@ BUCKET = "quickport-prod-db-dumps-ap-south-1"
 DB = "quickport_crm_laravel"
 ACCOUNT = "123456789012"   # moto's default account
 MOTO_AMI = "ami-785db401"  # an Ubuntu AMI moto ships, root /dev/sda1; listing all AMIs costs seconds
-
-
-class PartialStubber(Stubber):
-    """A Stubber that answers only the named operations; the client's other calls reach moto."""
-
-    def __init__(self, client, operations: set[str]):
-        super().__init__(client)
-        self.operations = operations
-
-    def _assert_expected_params(self, model, params, context, **kwargs):
-        if model.name in self.operations:
-            return super()._assert_expected_params(model, params, context, **kwargs)
-
-    def _get_response_handler(self, model, params, context, **kwargs):
-        if model.name in self.operations:
-            return super()._get_response_handler(model, params, context, **kwargs)
-        return None
 
 
 @dataclass
@@ -429,6 +413,22 @@ def test_vault_policy_with_a_condition_fails(account):
 def test_vault_policy_denying_backup_wildcard_is_ok(account):
     policy = _good_policy()
     policy["Statement"][0]["Action"] = "backup:*"
+    account.vault_policy = policy
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+
+
+def test_vault_policy_denying_on_one_recovery_point_only_fails(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Resource"] = f"arn:aws:ec2:{REGION}::image/ami-0123456789abcdef0"
+    account.vault_policy = policy
+    _, doc = run_audit(account)
+    assert status_of(doc, "vault-access-policy")["status"] == "FAIL"
+
+
+def test_vault_policy_on_the_vault_arn_is_ok(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Resource"] = f"arn:aws:backup:{REGION}:{ACCOUNT}:backup-vault:{VAULT}"
     account.vault_policy = policy
     _, doc = run_audit(account)
     assert status_of(doc, "vault-access-policy")["status"] == "ok"

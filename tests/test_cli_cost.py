@@ -13,6 +13,7 @@ import yaml
 
 from scripts import cli
 from scripts.commands import cost
+from tests.fixtures.ec2_instance import PartialStubber
 
 REGION = "ap-south-1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +37,11 @@ def instance(aws, tmp_path):
     return {"ec2": ec2, "root": root, "config_file": config_file, "log": tmp_path / "ops.jsonl"}
 
 
-def run_cost(instance, *flags) -> tuple[int, dict]:
+def run_cost(instance, *flags, clients=None) -> tuple[int, dict]:
     out = io.StringIO()
     with redirect_stdout(out):
         rc = cli.main(["cost", "--json", "--config-file", str(instance["config_file"]),
-                       "--log-file", str(instance["log"]), *flags])
+                       "--log-file", str(instance["log"]), *flags], clients=clients)
     return rc, json.loads(out.getvalue())
 
 
@@ -99,6 +100,27 @@ def test_baseline_snapshots_are_not_counted_as_pre_maintenance(instance):
     _premaint_snapshot(instance["ec2"], instance["root"], "prod-root-2026-11-20-before-php-upgrade")  # the baseline
     _, doc = run_cost(instance)
     assert doc["inputs"]["premaint_count"] == 0 and doc["inputs"]["baseline_count"] == 1
+
+
+def test_locked_snapshots_are_counted_when_the_lock_api_answers(instance):
+    ec2 = boto3.client("ec2", region_name=REGION)
+    _premaint_snapshot(ec2, instance["root"], "prod-root-2026-11-24-before-php-upgrade")
+    snap = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:Strategy", "Values": ["quickport-backup"]}])
+    snap_id = snap["Snapshots"][0]["SnapshotId"]
+    stub = PartialStubber(ec2, {"DescribeLockedSnapshots"})  # moto lacks it
+    stub.add_response("describe_locked_snapshots", {"Snapshots": [
+        {"SnapshotId": snap_id, "LockState": "governance", "LockDuration": 30}]}, {"SnapshotIds": [snap_id]})
+    stub.activate()
+    _, doc = run_cost(instance, clients={"ec2": ec2})
+    assert doc["inputs"]["locked_snapshots"] == 1
+    assert not any("lock" in note for note in doc["notes"])
+
+
+def test_lock_api_missing_leaves_the_lock_count_unknown_with_a_note(instance):
+    _premaint_snapshot(instance["ec2"], instance["root"], "prod-root-2026-11-24-before-php-upgrade")
+    _, doc = run_cost(instance)
+    assert doc["inputs"]["locked_snapshots"] is None
+    assert any(note.startswith("snapshot locks: unknown") for note in doc["notes"])
 
 
 def test_premaint_count_flag_overrides_the_account(instance):

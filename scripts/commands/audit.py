@@ -64,7 +64,7 @@ def _positive_hours(value: str) -> float:
         hours = float(value)
     except ValueError:
         hours = -1
-    if not 0 < hours <= 24 * 365:
+    if not 1 <= hours <= 24 * 365:
         raise argparse.ArgumentTypeError(f"--max-age-hours {value!r}: must be a number of hours from 1 to 8760")
     return hours
 
@@ -123,14 +123,17 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _denies_to_everyone(statement: dict[str, Any], action: str) -> bool:
-    if statement.get("Effect") != "Deny" or statement.get("Condition"):
+def _denies_to_everyone(statement: dict[str, Any], action: str, vault_name: str) -> bool:
+    """An unconditional Deny of the action to every principal on every recovery point of the vault."""
+    if statement.get("Effect") != "Deny" or statement.get("Condition") or "NotAction" in statement \
+            or "NotPrincipal" in statement:
         return False
     principal = statement.get("Principal")
     if not (principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS")))):
         return False
-    if "*" not in _as_list(statement.get("Resource", "*")) and not any(
-            str(r).endswith(":*") for r in _as_list(statement.get("Resource"))):
+    resources = [str(r) for r in _as_list(statement.get("Resource", []))]
+    if not any(r == "*" or r.endswith(f":backup-vault:{vault_name}") or r.endswith(":recovery-point:*")
+               for r in resources):
         return False
     return any(fnmatch.fnmatch(action.lower(), str(a).lower()) for a in _as_list(statement.get("Action", [])))
 
@@ -165,7 +168,7 @@ def check_backup_plan(ctx: Context) -> Check:
     for rule in rules:
         keep = rule.get("Lifecycle", {}).get("DeleteAfterDays")
         schedule = rule.get("ScheduleExpression", "")
-        seen.append(f"rule {rule.get('RuleName')}: {schedule}, keeps {keep if keep else 'forever'} days")
+        seen.append(f"rule {rule.get('RuleName')}: {schedule}, keeps " + (f"{keep} days" if keep else "forever"))
         if keep is not None and keep < need:
             problems.append(f"rule {rule.get('RuleName')} keeps recovery points {keep} days; the strategy requires at least {need}")
         if not runs_at_least_daily(schedule):
@@ -195,7 +198,7 @@ def check_vault_access_policy(ctx: Context) -> Check:
     if policy is None:
         return Check(name, FAIL, f"vault {vault} has no access policy; deletion of recovery points is not denied")
     statements = _as_list(policy.get("Statement", []))
-    missing = [a for a in VAULT_DENY_ACTIONS if not any(_denies_to_everyone(s, a) for s in statements)]
+    missing = [a for a in VAULT_DENY_ACTIONS if not any(_denies_to_everyone(s, a, vault) for s in statements)]
     if missing:
         return Check(name, FAIL, f"vault {vault} policy does not deny {', '.join(missing)} to every principal "
                                  "without conditions")
