@@ -3,6 +3,10 @@ through a Stubber limited to those two operations."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from botocore.stub import ANY
@@ -333,3 +337,27 @@ def test_replace_root_task_still_running_at_the_timeout_exits_1_saying_how_to_fo
     assert code == 1
     assert "still in-progress after" in out
     assert "describe-replace-root-volume-tasks --replace-root-volume-task-ids replacevol-0123456789abcdef0" in out
+
+
+# --- an endpoint without the replace-root API (moto itself, as in `backupctl demo`) --------------------
+
+def test_detach_plan_warns_when_replace_root_tasks_cannot_be_listed(prod, capsys):
+    code, out, _ = run(prod, capsys, "--method", "detach", "--json")
+    plan = json.loads(out)["plan"]
+    assert code == 0
+    assert any("could not list replace-root-volume tasks" in w for w in plan["warnings"])
+
+
+def test_replace_root_plan_is_blocked_when_replace_root_tasks_cannot_be_listed(prod, capsys):
+    code, out, _ = run(prod, capsys, "--json")
+    assert code == 1
+    assert any("could not list replace-root-volume tasks" in b for b in json.loads(out)["plan"]["blockers"])
+
+
+def test_backupctl_launcher_prints_the_plan_through_aws_endpoint_url(prod):
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts/backupctl"),
+                           *prod.argv("restore-instance", "--snapshot", prod.snapshot_id, "--method", "detach")],
+                          env={**os.environ, "QUICKPORT_NO_VENV": "1"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"detach the root {prod.root_volume_id} from {prod.root_device}" in proc.stdout

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from components.config import ConfigError, snapshot_name
 from scripts import ec2ops, restoreops as ops
@@ -32,7 +33,9 @@ METHODS = ("replace-root", "detach")
 INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 AMI_ID_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 SG_ID_RE = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-AWS_FAILURES = (CommandError, ClientError, BotoCoreError)
+# ResponseParserError is not a BotoCoreError: an endpoint answering garbage (a proxy's HTML page, an
+# emulator without the API) must still end in rollback/cleanup and a one-line message.
+AWS_FAILURES = (CommandError, ClientError, BotoCoreError, ResponseParserError)
 
 RESTORE_INSTANCE_HELP = """\
 Section 6.1: restore the production instance's root volume from a snapshot (id or Name tag).
@@ -278,7 +281,13 @@ def build_instance_plan(ec2, ctx: Context, method: str, snapshot_ref: str) -> In
             f"a restore is already in progress on {iid} ({ops.RESTORE_MARKER_TAG}={marker}); if it is stale "
             f"(that run is no longer running): aws ec2 delete-tags --resources {iid} --tags "
             f"Key={ops.RESTORE_MARKER_TAG} --region {ctx.region}")
-    active = ops.active_replace_root_tasks(ec2, iid)
+    try:
+        active = ops.active_replace_root_tasks(ec2, iid)
+    except AWS_FAILURES as e:
+        # replace-root cannot work without this API; detach only loses a second line of defence.
+        active = []
+        problem = f"could not list replace-root-volume tasks of {iid}: {_message(e)}"
+        (plan.blockers if method == "replace-root" else plan.warnings).append(problem)
     if active:
         plan.blockers.append("a replace-root-volume task is already running on " + iid + ": " + ", ".join(
             f"{t['ReplaceRootVolumeTaskId']} ({t.get('TaskState')})" for t in active))
@@ -383,11 +392,11 @@ def _restore_detach(ec2, plan: InstancePlan, run_id: str, timeout: float, poll: 
         progress(f"5/6 starting {iid}")
         ops.start_instance(ec2, iid, timeout, poll)
         state.started = True
-    except AWS_FAILURES as e:
+    except Exception as e:  # whatever broke, the instance must not stay half-restored
         cause = f"step '{step}' failed: {_message(e)}"
         try:
             _rollback_detach(ec2, plan, state, timeout, poll, progress)
-        except AWS_FAILURES as rollback_error:
+        except Exception as rollback_error:
             raise RestoreFailed(f"{cause}; rollback failed too: {_message(rollback_error)}",
                                 rolled_back=False, next_steps=_detach_next_steps(plan, state),
                                 new_volume_id=state.new_volume_id) from None
