@@ -172,6 +172,11 @@ def test_text_output_shows_inr_usd_and_budget_columns(instance, capsys):
     assert "not verified" in out
 
 
+def test_prices_of_another_region_are_flagged_in_a_note(instance):
+    _, doc = run_cost(instance, "--region", "us-east-1", "--volume-gb", "40")
+    assert any("us-east-1" in note and "--snapshot-gb-month" in note for note in doc["notes"])
+
+
 def test_unknown_instance_exits_1(instance, capsys):
     rc = cli.main(["cost", "--config-file", str(instance["config_file"]), "--instance-id", "i-0123456789abcdef0"])
     assert rc == 1 and "i-0123456789abcdef0" in capsys.readouterr().err

@@ -271,6 +271,9 @@ def run_cost(ctx: Context) -> int:
     if ctx.args.volume_gb is None and not ctx.instance_id:
         raise UsageError("--instance-id: required when the stack config has no instanceId (or pass --volume-gb)")
     notes: list[str] = []
+    if ctx.region != PRICE_REGION:
+        notes.append(f"the default prices are {PRICE_REGION}'s; pass --snapshot-gb-month, --gp3-gb-month and "
+                     f"--s3-gb-month for {ctx.region}")
     inputs = gather_inputs(ctx, notes)
     lines = estimate(inputs, ctx.args)
     prices = {"region": PRICE_REGION, "date": PRICE_DATE, "verified": False,
