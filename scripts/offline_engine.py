@@ -57,11 +57,24 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# ARNs whose AWS shape differs from the generic `arn:aws:<service>:<region>:<account>:<type>/<name>`.
+AWS_ARN_SHAPES = {
+    "aws:backup/vault:Vault": "arn:aws:backup:{region}:{account}:backup-vault:{name}",
+    "aws:backup/plan:Plan": "arn:aws:backup:{region}:{account}:backup-plan:{id}",
+    "aws:sns/topic:Topic": "arn:aws:sns:{region}:{account}:{name}",
+    "aws:iam/role:Role": "arn:aws:iam::{account}:role/{name}",
+    "aws:iam/policy:Policy": "arn:aws:iam::{account}:policy/{name}",
+    "aws:rbin/rule:Rule": "arn:aws:rbin:{region}:{account}:rule/{id}",
+    "aws:kms/key:Key": "arn:aws:kms:{region}:{account}:key/{key_id}",
+}
+
+
 class OfflineMocks:
     """Answers the engine's questions the way AWS would shape them, with a fake account."""
 
     def __init__(self, region: str):
         self.region = region
+        self._provider_regions: dict[str, str] = {}
 
     # pulumi.runtime.Mocks protocol (duck-typed: the SDK only calls these two)
     def new_resource(self, args) -> tuple[Optional[str], dict]:
@@ -78,7 +91,20 @@ class OfflineMocks:
             state.setdefault("keyId", f"{args.name}-key-id")
         if args.typ in ("aws:iam/role:Role", "aws:sns/topic:Topic", "aws:ssm/document:Document"):
             state.setdefault("name", args.name)
+        if args.typ == "pulumi:providers:aws" and state.get("region"):
+            self._provider_regions[args.name] = state["region"]
+        shape = AWS_ARN_SHAPES.get(args.typ)
+        if shape and "arn" not in args.inputs:
+            # The ARN as AWS shapes it, in the region of the resource's provider (or its own region).
+            state["arn"] = shape.format(
+                region=state.get("region") or self._provider_region(args.provider), account=MOCK_ACCOUNT_ID,
+                name=state.get("name") or args.name, id=f"{args.name}-id", key_id=state.get("keyId"))
         return f"{args.name}-id", state
+
+    def _provider_region(self, provider_ref: str) -> str:
+        """Region of an explicit aws.Provider ('<urn>::<id>'; the urn ends in '::<name>')."""
+        parts = (provider_ref or "").split("::")
+        return self._provider_regions.get(parts[-2] if len(parts) >= 2 else "", self.region)
 
     def call(self, args) -> tuple[dict, list]:
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":

@@ -90,6 +90,9 @@ def test_copy_vault_and_its_key_live_in_the_copy_region_and_are_protected(stack_
         assert resource.protect, resource.name
     assert key.inputs["enableKeyRotation"] is True
     assert vault.inputs["kmsKeyArn"] == key.outputs["arn"]
+    # The mock engine shapes ARNs in the provider's region, as AWS would.
+    assert vault.outputs["arn"].startswith("arn:aws:backup:ap-southeast-1:")
+    assert key.outputs["arn"].startswith("arn:aws:kms:ap-southeast-1:")
 
 
 def test_selection_selects_the_instance_by_arn_only(prod_stack):
