@@ -47,14 +47,16 @@ def _waiter_config(timeout: float, poll_seconds: float) -> dict[str, Any]:
 
 
 def _wait(client, waiter_name: str, what: str, timeout: float, poll_seconds: float, **params: Any) -> None:
+    """Run a boto3 waiter for at most `timeout` seconds; CommandError saying whether time ran out
+    or the resource reached a state it cannot leave (e.g. an instance terminated while starting)."""
     try:
         client.get_waiter(waiter_name).wait(WaiterConfig=_waiter_config(timeout, poll_seconds), **params)
     except WaiterError as e:
-        reason = str(e.last_response.get("Error", {}).get("Message", "")) if isinstance(
-            e.last_response, dict) else ""
-        raise CommandError(f"{what}: {waiter_name.replace('_', ' ')} not reached within "
-                           f"{timeout / 60:g} minutes ({e.kwargs.get('reason', reason) or reason or e})"
-                           ) from None
+        reason = str(e.kwargs.get("reason") or e)
+        wanted = waiter_name.replace("_", " ")
+        if "Max attempts exceeded" in reason:
+            raise CommandError(f"{what}: not {wanted.split(' ', 1)[1]} after {timeout / 60:g} minutes") from None
+        raise CommandError(f"{what}: waiting for {wanted} failed: {reason}") from None
 
 
 # --- volumes ----------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ while one runs is refused (instance tag quickport:restore-in-progress; active re
 Exit 0 restored (or plan printed), 1 a step or check failed, 2 bad input (e.g. unknown snapshot)."""
 
 RESTORE_FILES_HELP = """\
-Section 6.2: copy single files or directories out of a snapshot without touching production.
+Section 6.2: copy single files or directories out of an EBS snapshot without touching production.
+(To restore from the nightly files archive in the dump bucket instead, use `files-restore`.)
 
 Creates a volume from the snapshot in the production instance's AZ, attaches it to a temporary helper
 instance (production's subnet; AMI: production's own or --helper-ami; instance profile: production's
@@ -102,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common_options(p)
     p.set_defaults(handler=run_restore_instance)
 
-    f = sub.add_parser("restore-files", help="section 6.2: copy paths out of a snapshot via a temporary volume",
+    f = sub.add_parser("restore-files", help="section 6.2: copy paths out of an EBS snapshot via a temporary volume",
                        description=RESTORE_FILES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--snapshot", required=True, metavar="SNAPSHOT", help="snapshot id (snap-...) or Name tag")
     f.add_argument("--path", required=True, action="extend", nargs="+", metavar="P",
@@ -444,12 +445,14 @@ def _restore_replace_root(ec2, plan: InstancePlan, run_id: str, timeout: float, 
         raise RestoreFailed(
             f"replace-root-volume task {task_id} ended failed-detached: {iid} has NO root volume attached",
             rolled_back=False, next_steps=[
+                f"aws ec2 stop-instances --instance-ids {iid} {r}",
+                f"aws ec2 wait instance-stopped --instance-ids {iid} {r}",
                 f"aws ec2 attach-volume --volume-id {plan.root_volume_id} --instance-id {iid} "
                 f"--device {plan.root_device} {r}",
                 f"aws ec2 wait volume-in-use --volume-ids {plan.root_volume_id} {r}",
                 f"aws ec2 start-instances --instance-ids {iid} {r}"])
-    instance = ec2ops.describe_instance(ec2, iid)
-    return ec2ops.root_volume_id(instance)
+    ops.wait_instance_running(ec2, iid, timeout, poll)   # the task reboots the instance
+    return ec2ops.root_volume_id(ec2ops.describe_instance(ec2, iid))
 
 
 class RestoreFailed(CommandError):
