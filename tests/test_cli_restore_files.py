@@ -256,3 +256,13 @@ def test_failed_ssm_command_reports_its_stderr_and_cleans_up(prod, capsys, tmp_p
     assert code == 1
     assert "ended Failed (exit 32): mount: /mnt/quickport-restore.x: wrong fs type" in result["error"]
     assert [s for _, s in instances] == ["terminated"] and volumes == []
+
+
+def test_missing_helper_ami_blocks_the_plan_before_anything_is_created(prod, capsys, tmp_path):
+    ec2 = client("ec2")
+    before = account_state(ec2)
+    code, out, _ = run_files(prod, capsys, "--path", "/etc/hosts", "--to", str(tmp_path / "o"),
+                             "--helper-ami", "ami-0123456789abcdef0", "--yes")
+    assert code == 1
+    assert "helper AMI ami-0123456789abcdef0 does not exist" in out
+    assert account_state(ec2) == before

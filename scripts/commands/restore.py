@@ -685,6 +685,9 @@ def build_files_plan(ec2, ctx: Context, run_id: str) -> FilesPlan:
             plan.blockers.append(f"--attach-to {args.attach_to} is {helper['State']['Name']}, not running")
         plan.steps.append(f"attach it to the existing helper {args.attach_to} at {ops.free_device_name(helper)}")
     else:
+        if plan.helper_ami and ops.describe_image(ec2, plan.helper_ami) is None:
+            plan.blockers.append(f"helper AMI {plan.helper_ami} does not exist (any more) in {ctx.region}; give "
+                                 f"--helper-ami (a current Amazon Linux or Ubuntu AMI with the SSM agent)")
         if not profile:
             plan.blockers.append(f"{iid} has no instance profile to lend the helper; give --helper-profile "
                                  f"(an instance profile with AmazonSSMManagedInstanceCore and s3:PutObject "
