@@ -53,7 +53,7 @@ class Check:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="check the live account against the strategy", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--max-age-hours", type=_positive_hours, default=DEFAULT_MAX_AGE_HOURS,
+    p.add_argument("--max-age-hours", type=_positive_hours, default=DEFAULT_MAX_AGE_HOURS, metavar="HOURS",
                    help=f"newest recovery point and dump must be younger than this (default {DEFAULT_MAX_AGE_HOURS})")
     add_common_options(p)
     p.set_defaults(handler=run_audit)

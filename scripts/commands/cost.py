@@ -98,7 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="monthly cost estimate in INR and USD", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, dest, default, lo, hi, integer, help_text in FLAGS:
-        p.add_argument(flag, dest=dest, default=default, type=_number(flag, lo, hi, integer), help=help_text)
+        metavar = ("INR" if flag == "--usd-inr" else "USD" if flag.endswith("-gb-month") else
+                   "PCT" if flag.endswith("-pct") else "DAYS" if flag.endswith("-days") else
+                   "N" if flag.endswith("-count") else "GB")
+        p.add_argument(flag, dest=dest, default=default, type=_number(flag, lo, hi, integer), metavar=metavar,
+                       help=help_text)
     add_common_options(p)
     p.set_defaults(handler=run_cost)
 
