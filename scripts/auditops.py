@@ -93,7 +93,7 @@ def recycle_bin_rules(rbin, resource_type: str = "EBS_SNAPSHOT") -> list[dict[st
     return rules
 
 
-# --- EC2 ----------------------------------------------------------------------------------------
+# --- EC2 (the strategy's snapshots and their locks: scripts/ec2ops.py) ----------------------------
 
 def snapshots_by_name(ec2, names: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Our own snapshots whose Name tag is one of the names, grouped by name."""
@@ -109,36 +109,6 @@ def snapshots_by_name(ec2, names: Iterable[str]) -> dict[str, list[dict[str, Any
             if name in found:
                 found[name].append(snap)
     return found
-
-
-def strategy_snapshots(ec2) -> list[dict[str, Any]]:
-    """Every snapshot of ours the strategy made: tag Strategy=quickport-backup or Name prod-root-*."""
-    seen: dict[str, dict[str, Any]] = {}
-    for filters in ([{"Name": "tag:Strategy", "Values": ["quickport-backup"]}],
-                    [{"Name": "tag:Name", "Values": ["prod-root-*"]}]):
-        for page in ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"], Filters=filters):
-            for snap in page.get("Snapshots", []):
-                seen[snap["SnapshotId"]] = snap
-    return list(seen.values())
-
-
-def locked_snapshots(ec2, snapshot_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """DescribeLockedSnapshots by id; snapshots that were never locked are absent."""
-    ids = list(snapshot_ids)
-    if not ids:
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    token: Optional[str] = None
-    while True:  # no paginator is modelled for this operation
-        params: dict[str, Any] = {"SnapshotIds": ids}
-        if token:
-            params["NextToken"] = token
-        page = ec2.describe_locked_snapshots(**params)
-        for info in page.get("Snapshots", []):
-            out[info["SnapshotId"]] = info
-        token = page.get("NextToken")
-        if not token:
-            return out
 
 
 def snapshot_block_public_access_state(ec2) -> str:

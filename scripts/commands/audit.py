@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
-from scripts import auditops
+from scripts import auditops, ec2ops
 from scripts.common import EXIT_FAILED, EXIT_OK, Context, UsageError, add_common_options, utcnow
 
 OK, FAIL, UNCHECKED = "ok", "FAIL", "could-not-check"
@@ -256,7 +256,7 @@ def check_baselines(ctx: Context, now: dt.datetime) -> list[Check]:
             candidates[b.name] = snaps[0]
     if candidates:
         try:
-            locks = auditops.locked_snapshots(ec2, [s["SnapshotId"] for s in candidates.values()])
+            locks = ec2ops.describe_locks(ec2, [s["SnapshotId"] for s in candidates.values()])
         except auditops.AWS_ERRORS as e:  # the lock API failing must not hide the results above
             reason = auditops.error_reason(e)
             for b_name, snap in candidates.items():

@@ -162,7 +162,7 @@ def gather_inputs(ctx: Context, notes: list[str]) -> Inputs:
         if volume_type != "gp3":
             notes.append(f"root volume {volume_id} is {volume_type}; priced at the gp3 rate (--gp3-gb-month)")
     baseline_names = {b.name for b in cfg.baselines}
-    snaps = _try(notes, "strategy snapshots", lambda: auditops.strategy_snapshots(ec2), None)
+    snaps = _try(notes, "strategy snapshots", lambda: ec2ops.strategy_snapshots(ec2), None)
     if args.premaint_count is not None:
         premaint, source = args.premaint_count, "--premaint-count"
     elif snaps is None:
@@ -174,7 +174,7 @@ def gather_inputs(ctx: Context, notes: list[str]) -> Inputs:
     locked = None
     if snaps:
         ids = [s["SnapshotId"] for s in snaps]
-        locks = _try(notes, "snapshot locks", lambda: auditops.locked_snapshots(ec2, ids), None)
+        locks = _try(notes, "snapshot locks", lambda: ec2ops.describe_locks(ec2, ids), None)
         if locks is not None:
             locked = sum(1 for info in locks.values() if info.get("LockState") != "expired")
     elif snaps == []:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime as dt
 import io
 import json
 import os
@@ -24,8 +23,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from components.config import REPO_ROOT, stack_file
-from scripts.common import EXIT_FAILED, EXIT_OK, CommandError, Context, add_common_options, utcnow
+from components.config import stack_file
+from scripts.common import EXIT_FAILED, EXIT_OK, Context, add_common_options, utcnow
 
 REGION = "ap-south-1"
 FAKE_ENV = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_SESSION_TOKEN": "demo",
