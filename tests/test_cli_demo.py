@@ -67,3 +67,11 @@ def test_demo_stack_config_names_the_stand_in_instance(demo_json):
     _, tmp = demo_json
     text = (tmp / "kept" / "Pulumi.demo.yaml").read_text()
     assert "quickport-backup:instanceId: i-" in text and "i-0a1b2c3d4e5f67890" not in text
+
+
+def test_demo_answers_for_apis_moto_lacks_must_match_the_ec2_model():
+    from botocore.exceptions import ParamValidationError
+
+    from scripts.commands.demo import answered_ec2_client
+    with pytest.raises(ParamValidationError):
+        answered_ec2_client({"describe_replace_root_volume_tasks": {"ReplaceRootVolumeTasks": "none"}})

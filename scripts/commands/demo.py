@@ -203,29 +203,28 @@ def _root_and_eip(instance_id: str) -> tuple[str, Optional[str], str]:
 
 
 def answered_ec2_client(answers: dict[str, dict[str, Any]]):
-    """An EC2 client on the emulator that answers the given operations itself, every time, with a
-    response checked against the EC2 service model (botocore's Stubber machinery); every other call
-    reaches the emulator. Only for APIs moto lacks, and only with the answer true of the demo's
-    fresh account (e.g. no replace-root-volume task running)."""
+    """An EC2 client on the emulator that answers the given operations (boto3 method names) itself,
+    every time, with a response validated against the EC2 service model as botocore's Stubber does;
+    every other call reaches the emulator. Only for APIs moto lacks, and only with the answer that is
+    true of the demo's fresh account (e.g. no replace-root-volume task running)."""
     import boto3
-    from botocore.stub import Stubber
-
-    class _Answers(Stubber):
-        def _assert_expected_params(self, model, params, context, **kwargs):
-            return None
-
-        def _get_response_handler(self, model, params, context, **kwargs):
-            fixed = self._fixed.get(model.name)
-            return None if fixed is None else (fixed[0], copy.deepcopy(fixed[1]))
+    from botocore.awsrequest import AWSResponse
+    from botocore.validate import validate_parameters
 
     client = boto3.session.Session().client("ec2", region_name=REGION)
-    stubber = _Answers(client)
-    stubber._fixed = {}
-    for operation, response in answers.items():
-        stubber.add_response(operation, response)  # validates the response against the model
-        queued = stubber._queue.popleft()
-        stubber._fixed[queued["operation_name"]] = queued["response"]
-    stubber.activate()
+    fixed: dict[str, dict[str, Any]] = {}
+    for method, response in answers.items():
+        operation = client.meta.method_to_api_mapping[method]
+        validate_parameters(response, client.meta.service_model.operation_model(operation).output_shape)
+        fixed[operation] = response
+
+    def answer(model, **_):
+        # A before-call handler that returns (http response, parsed) skips the request.
+        if model.name in fixed:
+            return AWSResponse(None, 200, {}, None), copy.deepcopy(fixed[model.name])
+        return None
+
+    client.meta.events.register("before-call.ec2.*", answer)
     return client
 
 
