@@ -361,3 +361,19 @@ def test_backupctl_launcher_prints_the_plan_through_aws_endpoint_url(prod):
                           env={**os.environ, "QUICKPORT_NO_VENV": "1"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"detach the root {prod.root_volume_id} from {prod.root_device}" in proc.stdout
+
+
+def test_interrupted_detach_restore_prints_the_way_back_and_removes_the_marker(prod, capsys):
+    ec2 = client("ec2")
+    no_replace_root_tasks(ec2)
+
+    def operator_presses_ctrl_c(**_):
+        raise KeyboardInterrupt
+
+    ec2.meta.events.register("before-call.ec2.CreateVolume", operator_presses_ctrl_c)
+    code, _, err = run(prod, capsys, "--method", "detach", "--yes", *FAST, ec2=ec2)
+    tags = {t["Key"] for t in describe_instance(ec2, prod.instance_id).get("Tags", [])}
+    assert code == 130
+    assert (f"aws ec2 attach-volume --volume-id {prod.root_volume_id} --instance-id {prod.instance_id} "
+            f"--device {prod.root_device}") in err
+    assert restoreops.RESTORE_MARKER_TAG not in tags

@@ -393,6 +393,12 @@ def _restore_detach(ec2, plan: InstancePlan, run_id: str, timeout: float, poll: 
         progress(f"5/6 starting {iid}")
         ops.start_instance(ec2, iid, timeout, poll)
         state.started = True
+    except KeyboardInterrupt:
+        # No automatic rollback against the operator's wish; leave the way back on screen.
+        progress(f"interrupted during step '{step}'; to put {iid} back on its original root, run:")
+        for command in _detach_next_steps(plan, state):
+            progress(f"  {command}")
+        raise
     except Exception as e:  # whatever broke, the instance must not stay half-restored
         cause = f"step '{step}' failed: {_message(e)}"
         try:
