@@ -50,7 +50,12 @@ FIRST_PART_SIZE = 8 * MIB
 PART_SIZE_DOUBLING_EVERY = 1000
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10000
-UPLOAD_THREADS = 2          # one part in flight while the next fills keeps the pipe moving
+# One part uploading, one queued, one filling: enough to keep the pipe moving (S3 takes a part faster
+# than the dump compresses one) and a memory ceiling of ~3 parts that every dump reaches early.
+UPLOAD_THREADS = 1
+QUEUED_PARTS = 1
+# Part buffers are allocated once and reused, so memory does not grow with the dump (no allocator churn).
+POOL_BUFFERS = UPLOAD_THREADS + QUEUED_PARTS + 1
 READ_CHUNK = 1 * MIB
 PIPE_SIZE = 1 * MIB         # bigger pipes: fewer wake-ups between dump, this process and compressor
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)   # Python < 3.10 lacks the constant
@@ -224,11 +229,14 @@ class StreamingUpload:
         self.s3, self.bucket, self.key = s3, bucket, key
         self.sha256 = hashlib.sha256()
         self.bytes = 0
-        self._buffer = bytearray()
+        self._buffer: Optional[bytearray] = None   # the part being filled
+        self._fill = 0
+        self._pool: "queue.Queue[bytearray]" = queue.Queue()
+        self._allocated = 0
         self._next_part = 1
         self._etags: Dict[int, str] = {}
         self._error: Optional[BaseException] = None
-        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=UPLOAD_THREADS)
+        self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=QUEUED_PARTS)
         try:
             self.upload_id = s3.create_multipart_upload(
                 Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
@@ -245,14 +253,16 @@ class StreamingUpload:
             if item is None:
                 return
             number, body = item
-            if self._error is not None:
-                continue
             try:
-                etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=number, Body=body)["ETag"]
-                self._etags[number] = etag
+                if self._error is None:
+                    etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                               PartNumber=number, Body=body)["ETag"]
+                    self._etags[number] = etag
             except BaseException as e:  # noqa: BLE001 - reported to the writer thread
                 self._error = e
+            finally:
+                if isinstance(body, bytearray):
+                    self._pool.put(body)
 
     def _check(self) -> None:
         if self._error is not None:
@@ -270,15 +280,39 @@ class StreamingUpload:
                 continue
         self._next_part += 1
 
+    def _take_buffer(self, size: int) -> bytearray:
+        """A free part buffer of exactly `size` bytes: a returned one, or a new one up to the pool size."""
+        while True:
+            try:
+                buffer = self._pool.get_nowait()
+            except queue.Empty:
+                if self._allocated < POOL_BUFFERS:
+                    self._allocated += 1
+                    return bytearray(size)
+                self._check()
+                try:
+                    buffer = self._pool.get(timeout=1)
+                except queue.Empty:
+                    continue
+            if len(buffer) == size:
+                return buffer
+            self._allocated -= 1  # the part size grew: let the smaller buffer go
+
     def write(self, data: bytes) -> None:
         self.sha256.update(data)
         self.bytes += len(data)
-        self._buffer += data
-        size = part_size_for(self._next_part)
-        while len(self._buffer) >= size:
-            self._submit(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-            size = part_size_for(self._next_part)
+        with memoryview(data) as view:
+            offset = 0
+            while offset < len(view):
+                if self._buffer is None:
+                    self._buffer, self._fill = self._take_buffer(part_size_for(self._next_part)), 0
+                n = min(len(self._buffer) - self._fill, len(view) - offset)
+                self._buffer[self._fill:self._fill + n] = view[offset:offset + n]
+                self._fill += n
+                offset += n
+                if self._fill == len(self._buffer):
+                    full, self._buffer = self._buffer, None
+                    self._submit(full)
 
     def _drain(self) -> None:
         for _ in self._workers:
@@ -288,9 +322,13 @@ class StreamingUpload:
 
     def complete(self) -> str:
         """Upload the last part and publish the object. Returns its ETag."""
-        if self._buffer or self._next_part == 1:
-            self._submit(bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._buffer is not None and self._fill:
+            with memoryview(self._buffer) as view:
+                last = bytes(view[:self._fill])
+            self._buffer = None
+            self._submit(last)
+        elif self._next_part == 1:
+            self._submit(b"")  # an empty stream is still one (empty) part
         self._drain()
         self._check()
         parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
@@ -504,9 +542,8 @@ def _exit_description(proc: subprocess.Popen) -> str:
 def _pump(source, sink, inspect: Optional[Callable[[bytes], None]], errors: List[BaseException]) -> None:
     """Copy dump output into the compressor, inspecting on the way. Runs in a thread."""
     try:
-        fd = source.fileno()
         while True:
-            chunk = os.read(fd, READ_CHUNK)
+            chunk = source.read(READ_CHUNK)  # buffered: waits for a whole chunk, fewer steps per MiB
             if not chunk:
                 break
             if inspect:
@@ -523,10 +560,9 @@ def _pump(source, sink, inspect: Optional[Callable[[bytes], None]], errors: List
 
 
 def _upload_stream(source, upload: StreamingUpload, progress: Callable[[str], None]) -> None:
-    fd = source.fileno()
     next_report = 64 * MIB
     while True:
-        chunk = os.read(fd, READ_CHUNK)
+        chunk = source.read(READ_CHUNK)
         if not chunk:
             return
         upload.write(chunk)
