@@ -407,16 +407,18 @@ class DumpInspector:
     def _name(raw: bytes) -> str:
         return raw.replace(b"``", b"`").decode("utf-8", "replace")
 
-    def _rows(self, segment: bytes) -> int:
+    def _rows(self, buf: bytes, start: int, stop: int) -> int:
+        """Row separators in buf[start:stop], searched in place (no copy of the megabytes flowing past)."""
         # "),\n(" holds a real newline, so it is never inside a string: counting it needs no parsing.
-        rows = segment.count(b"),\n(")
-        if b"),(" in segment:  # one-line rows, or a string that looks like a separator
+        rows = buf.count(b"),\n(", start, stop)
+        if buf.find(b"),(", start, stop) >= 0:  # one-line rows, or a string that looks like a separator
+            segment = buf[start:stop]
             if b"'" in segment:
                 segment = _QUOTED.sub(b"''", segment)
             rows += segment.count(b"),(")
-        if self._separator_pending and segment.startswith(b"("):
+        if self._separator_pending and buf.startswith(b"(", start, stop):
             rows += 1
-        self._separator_pending = segment.endswith(b"),\n")
+        self._separator_pending = buf.endswith(b"),\n", start, stop)
         return rows
 
     def _header_line(self, line: bytes) -> None:
@@ -437,53 +439,57 @@ class DumpInspector:
                         self.objects[kind].append(name)
                     break
 
-    def _block(self, block: bytes) -> None:
-        """A block of whole lines (ends with a newline)."""
-        pos, size = 0, len(block)
-        while pos < size:
+    def _block(self, buf: bytes, pos: int, end: int) -> None:
+        """The whole lines buf[pos:end] (buf[end - 1] is a newline)."""
+        while pos < end:
             if self._insert_table is not None:
-                end = block.find(b";\n", pos)
-                stop = size if end < 0 else end + 2
-                self.tables[self._insert_table] += self._rows(block[pos:stop])
-                if end >= 0:
+                statement_end = buf.find(b";\n", pos, end)
+                stop = end if statement_end < 0 else statement_end + 2
+                self.tables[self._insert_table] += self._rows(buf, pos, stop)
+                if statement_end >= 0:
                     self._insert_table = None
                     self._separator_pending = False
                     self.last_line = b";"
                 pos = stop
                 continue
-            nl = block.find(b"\n", pos)
-            line = block[pos:nl]
-            if line.startswith(b"INSERT INTO `"):
-                m = _INSERT.match(line)
+            if buf.startswith(b"INSERT INTO `", pos, end):
+                m = _INSERT.match(buf, pos, end)
                 if m:  # the first row; the rest are counted by their separators
                     self._insert_table = name = self._name(m.group(1))
                     self.tables[name] = self.tables.get(name, 0) + 1
                     self._separator_pending = False
-                    pos += m.end()
+                    pos = m.end()
                     continue
+            nl = buf.find(b"\n", pos, end)
+            line = buf[pos:nl]
             self._header_line(line)
             if line.strip():
                 self.last_line = line
             pos = nl + 1
 
     def feed(self, chunk: bytes) -> None:
-        last_nl = chunk.rfind(b"\n")
-        if last_nl < 0:
-            self._pieces.append(chunk)
-            return
-        if self._pieces:
-            self._pieces.append(chunk[:last_nl + 1])
-            block = b"".join(self._pieces)
+        start = 0
+        if self._pieces:  # finish the line carried over from the previous chunk
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                self._pieces.append(chunk)
+                return
+            self._pieces.append(chunk[:nl + 1])
+            line = b"".join(self._pieces)
             self._pieces = []
-        else:
-            block = chunk[:last_nl + 1]
-        self._block(block)
-        if last_nl + 1 < len(chunk):
-            self._pieces.append(chunk[last_nl + 1:])
+            self._block(line, 0, len(line))
+            start = nl + 1
+        last_nl = chunk.rfind(b"\n", start)
+        if last_nl >= 0:
+            self._block(chunk, start, last_nl + 1)
+            start = last_nl + 1
+        if start < len(chunk):
+            self._pieces.append(chunk[start:])
 
     def finish(self) -> None:
         if self._pieces:
-            self._block(b"".join(self._pieces) + b"\n")
+            line = b"".join(self._pieces) + b"\n"
+            self._block(line, 0, len(line))
             self._pieces = []
 
     @property

@@ -99,3 +99,14 @@ def test_bad_command_line_exits_2_naming_the_field(argv, field, capsys):
 def test_relative_files_path_exits_2(capsys):
     code = qd.main(["files", "--bucket", "qp-b", "--prefix", "files", "--path", "relative/path"])
     assert (code, "--path 'relative/path'" in capsys.readouterr().err) == (2, True)
+
+
+MARIADB_STYLE = (b"CREATE TABLE `t` (\n  `a` int\n);\n"
+                 b"INSERT INTO `t` VALUES\n(1,'x),(y'),\n(2,'a\\nb),\\n(c'),\n(3,NULL);\n"
+                 b"INSERT INTO `t` VALUES\n(4,'),(');\n"
+                 b"-- Dump completed on 2026-11-26 10:00:00\n")
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 20])
+def test_inspector_counts_rows_of_one_row_per_line_inserts_at_any_chunking(chunk):
+    assert inspect(MARIADB_STYLE, chunk).tables == {"t": 4}
