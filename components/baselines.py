@@ -22,17 +22,21 @@ TYPE_TOKEN = "quickport:backup:BaselineSnapshots"
 @dataclass(frozen=True)
 class BaselineSnapshotsArgs:
     region: str                                  # where the volumes and snapshot locks live
+    instance_id: str                             # the production instance, recorded on each snapshot
     baselines: tuple[Baseline, ...] = ()         # none: the component declares nothing
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> "BaselineSnapshotsArgs":
-        return cls(region=cfg.region, baselines=cfg.baselines)
+        return cls(region=cfg.region, instance_id=cfg.instance_id, baselines=cfg.baselines)
 
 
-def baseline_tags(baseline: Baseline) -> dict[str, str]:
-    """The tags the operator CLI and the guard rails look for (Strategy) and people read."""
+def baseline_tags(baseline: Baseline, instance_id: str) -> dict[str, str]:
+    """The tags the operator CLI and the guard rails look for (Strategy) and people read.
+
+    Instance and Volume are the same tags `backupctl snapshot` writes, so `backupctl verify` runs the
+    section 8 checklist on a baseline exactly as on a pre-maintenance snapshot."""
     return {"Name": baseline.name, "Date": baseline.date.isoformat(), "Reason": baseline.action,
-            **STRATEGY_TAGS}
+            "Instance": instance_id, "Volume": baseline.volume_id, **STRATEGY_TAGS}
 
 
 class BaselineSnapshots(pulumi.ComponentResource):
@@ -48,7 +52,7 @@ class BaselineSnapshots(pulumi.ComponentResource):
                 f"{name}-{baseline.name}",
                 volume_id=baseline.volume_id,
                 description=f"{baseline.name}: root volume before {baseline.action}",
-                tags=baseline_tags(baseline),
+                tags=baseline_tags(baseline, args.instance_id),
                 # retain_on_delete: dropping the baseline from config forgets it but keeps the data;
                 # the lock and the Recycle Bin decide when it may really go.
                 opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))

@@ -14,9 +14,11 @@ def test_one_snapshot_of_the_configured_volume_per_baseline(prod_stack):
     assert snapshot.inputs["volumeId"] == "vol-0f1e2d3c4b5a69788"
 
 
-def test_snapshot_tags_name_date_reason_and_strategy(prod_stack):
+def test_snapshot_tags_name_date_reason_instance_volume_and_strategy(prod_stack):
+    # Instance and Volume are what `backupctl verify` checks, as on a pre-maintenance snapshot.
     assert prod_stack.one("aws:ebs/snapshot:Snapshot").inputs["tags"] == {
-        "Name": NAME, "Date": "2026-11-20", "Reason": "php-upgrade", "Strategy": "quickport-backup"}
+        "Name": NAME, "Date": "2026-11-20", "Reason": "php-upgrade", "Instance": "i-0a1b2c3d4e5f67890",
+        "Volume": "vol-0f1e2d3c4b5a69788", "Strategy": "quickport-backup"}
 
 
 def test_snapshot_is_protected_and_retained_on_delete(prod_stack):
@@ -57,7 +59,7 @@ def test_two_baselines_get_distinct_snapshots_and_locks(run_component):
     baselines = tuple(
         Baseline(name=f"prod-root-2026-11-2{i}-before-step-{i}", volume_id="vol-0f1e2d3c4b5a69788",
                  lock=lock, date=dt.date(2026, 11, 20 + i), action=f"step-{i}") for i in (1, 2))
-    declared = run_component(lambda: BaselineSnapshots("b", BaselineSnapshotsArgs("ap-south-1", baselines)))
+    declared = run_component(lambda: BaselineSnapshots("b", BaselineSnapshotsArgs("ap-south-1", "i-0a1b2c3d4e5f67890", baselines)))
     assert sorted(s.inputs["tags"]["Reason"] for s in declared.of_type("aws:ebs/snapshot:Snapshot")) == [
         "step-1", "step-2"]
     assert len(declared.of_type("pulumi-python:dynamic/quickport:EbsSnapshotLock")) == 2
