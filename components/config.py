@@ -18,6 +18,9 @@ NAMESPACE = "quickport-backup"
 DEFAULT_REGION = "ap-south-1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# `backupctl restore-files` hands files back through <dump bucket>/restores/<run>/ (SSM command output).
+RESTORES_PREFIX = "restores"
+
 LOCK_MODES = ("governance", "compliance")
 COMPRESSIONS = ("zstd", "gzip")
 
@@ -314,6 +317,9 @@ def _parse_dumps(raw: Any) -> DumpConfig:
     )
     if cfg.prefix == cfg.files_prefix:
         raise _err("dumps.filesPrefix", cfg.files_prefix, "must differ from dumps.prefix")
+    for key, value in (("dumps.prefix", cfg.prefix), ("dumps.filesPrefix", cfg.files_prefix)):
+        if value.split("/")[0] == RESTORES_PREFIX:
+            raise _err(key, value, f"must not start with '{RESTORES_PREFIX}', which restore-files uses")
     return cfg
 
 

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.backup_vault import STRATEGY_TAGS, key_policy_allowing_services
-from components.config import StackConfig
+from components.config import RESTORES_PREFIX, StackConfig
 
 TYPE_TOKEN = "quickport:backup:DumpBucket"
 MIN_NONCURRENT_DAYS = 7  # a overwritten/deleted dump stays recoverable for at least a week
@@ -126,7 +126,19 @@ class DumpBucket(pulumi.ComponentResource):
                 abort_incomplete_multipart_upload=aws.s3.
                 BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                     days_after_initiation=args.abort_incomplete_upload_days),
-            ) for prefix in (args.prefix, args.files_prefix)],
+            ) for prefix in (args.prefix, args.files_prefix)] + [
+                # restore-files hand-offs are ciphertext whose key died with the CLI run; a week's
+                # expiry keeps the bucket tidy without going under the 7-day retention floor.
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id=f"expire-{RESTORES_PREFIX}",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{RESTORES_PREFIX}/"),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=MIN_NONCURRENT_DAYS),
+                    noncurrent_version_expiration=aws.s3.
+                    BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(noncurrent_days=noncurrent_days),
+                    abort_incomplete_multipart_upload=aws.s3.
+                    BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=args.abort_incomplete_upload_days))],
             # Versioning first: expiring current versions of an unversioned bucket deletes them.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.versioning]))
 

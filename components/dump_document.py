@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.backup_vault import STRATEGY_TAGS
-from components.config import DEFAULT_FILES, REPO_ROOT, DumpConfig, StackConfig
+from components.config import DEFAULT_FILES, REPO_ROOT, RESTORES_PREFIX, DumpConfig, StackConfig
 
 TYPE_TOKEN = "quickport:backup:DumpDocument"
 DUMP_SCRIPT = REPO_ROOT / "scripts" / "quickport_dump.py"
@@ -192,7 +192,8 @@ def parameter_arn_suffix(name: str) -> str:
 
 def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str], dumps: DumpConfig,
                              region: str) -> pulumi.Output[str]:
-    """Exactly what the dump needs: add objects under two prefixes, the bucket key, one parameter."""
+    """Exactly what the dump and restore hand-offs need: add objects under three prefixes, the bucket
+    key, one parameter."""
     identity = aws.get_caller_identity_output()
     partition = aws.get_partition_output()
     parameter_arn = pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":",
@@ -207,6 +208,21 @@ def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Inpu
                 "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
                 "Resource": [pulumi.Output.concat(bucket_arn, "/", dumps.prefix, "/*"),
                              pulumi.Output.concat(bucket_arn, "/", dumps.files_prefix, "/*")],
+            },
+            {
+                # `backupctl restore-files` runs its helper with this instance profile by default; the
+                # SSM agent uploads the (encrypted) command output under restores/ and first reads the
+                # bucket's default encryption.
+                "Sid": "HandRestoresBack",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": pulumi.Output.concat(bucket_arn, f"/{RESTORES_PREFIX}/*"),
+            },
+            {
+                "Sid": "ReadBucketEncryption",
+                "Effect": "Allow",
+                "Action": "s3:GetEncryptionConfiguration",
+                "Resource": bucket_arn,
             },
             {
                 "Sid": "UseBucketKey",

@@ -91,8 +91,8 @@ def test_bucket_policy_waits_for_the_public_access_block(prod_stack):
 
 def test_lifecycle_expires_dumps_and_files_after_the_retention_days(stack_with, prod_config):
     rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, retentionDays=45))
-    assert sorted(rules) == ["files/", "mysql/"]
-    for rule in rules.values():
+    assert sorted(rules) == ["files/", "mysql/", "restores/"]
+    for rule in (rules["files/"], rules["mysql/"]):
         assert rule["status"] == "Enabled"
         assert rule["expiration"] == {"days": 45}
 
@@ -121,7 +121,13 @@ def test_lifecycle_waits_for_versioning(prod_stack):
 
 def test_lifecycle_follows_configured_prefixes(stack_with, prod_config):
     rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, prefix="db/mariadb", filesPrefix="p1"))
-    assert sorted(rules) == ["db/mariadb/", "p1/"]
+    assert sorted(rules) == ["db/mariadb/", "p1/", "restores/"]
+
+
+def test_restore_hand_offs_expire_after_a_week(prod_stack):
+    rule = _lifecycle_rules(prod_stack)["restores/"]
+    assert rule["expiration"] == {"days": 7}
+    assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 7}
 
 
 def test_every_bucket_child_is_parented_to_the_component(prod_stack):

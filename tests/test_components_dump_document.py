@@ -176,15 +176,21 @@ def test_instance_role_policy_is_attached_to_the_configured_role(prod_stack):
     assert prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["role"] == "quickport-prod-ec2"
 
 
-def test_instance_role_may_only_add_objects_under_the_two_prefixes(prod_stack):
+def test_instance_role_may_only_add_objects_under_the_dump_files_and_restores_prefixes(prod_stack):
     statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
-    assert sorted(by_sid) == ["ReadDumpPassword", "UseBucketKey", "WriteDumpsAndFiles"]
+    assert sorted(by_sid) == ["HandRestoresBack", "ReadBucketEncryption", "ReadDumpPassword", "UseBucketKey",
+                              "WriteDumpsAndFiles"]
     assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
     write = by_sid["WriteDumpsAndFiles"]
     assert sorted(write["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
     bucket = "arn:aws:s3:::quickport-prod-db-dumps-ap-south-1"
     assert write["Resource"] == [f"{bucket}/mysql/*", f"{bucket}/files/*"]
+    # restore-files' SSM output: put only (no abort), and reading the bucket's encryption setting.
+    assert (by_sid["HandRestoresBack"]["Action"], by_sid["HandRestoresBack"]["Resource"]) == (
+        "s3:PutObject", f"{bucket}/restores/*")
+    assert (by_sid["ReadBucketEncryption"]["Action"], by_sid["ReadBucketEncryption"]["Resource"]) == (
+        "s3:GetEncryptionConfiguration", bucket)
 
 
 def test_instance_role_may_use_only_the_bucket_key(prod_stack):

@@ -48,6 +48,7 @@ def test_defaults_implement_the_strategy_when_keys_are_omitted():
     (("dumps", "bucketName"), "Bad_Bucket", "dumps.bucketName = 'Bad_Bucket'"),
     (("backup", "schedule"), "daily", "backup.schedule = 'daily': must be an AWS cron expression"),
     (("backup", "colour"), "blue", "backup.colour = 'blue': unknown key"),
+    (("dumps", "prefix"), "restores/db", "dumps.prefix = 'restores/db': must not start with 'restores'"),
 ])
 def test_bad_value_names_key_value_and_rule(path, value, expected):
     raw, region = _prod_raw()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from components.config import ConfigError, snapshot_name
+from components.config import RESTORES_PREFIX, ConfigError, snapshot_name
 from scripts import ec2ops, restoreops as ops
 from scripts.common import (EXIT_FAILED, EXIT_OK, CommandError, Context, UsageError, add_common_options,
                             _user, aws_error_message, utcnow)
@@ -61,8 +61,8 @@ Section 6.2: copy single files or directories out of an EBS snapshot without tou
 
 Creates a volume from the snapshot in the production instance's AZ, attaches it to a temporary helper
 instance (production's subnet; AMI: production's own or --helper-ami; instance profile: production's
-own or --helper-profile; it needs SSM and s3:PutObject on the dump bucket's restores/ prefix) or to
---attach-to an existing helper, then through SSM Run Command mounts it read-only, packs the paths and
+own or --helper-profile; it needs SSM and s3:PutObject on the dump bucket's restores/ prefix, which
+the production instance role has) or to --attach-to an existing helper, then through SSM Run Command mounts it read-only, packs the paths and
 hands them back through the dump bucket (restores/<run>/), and unpacks them into --to DIR. Afterwards
 (also when a step fails) it detaches and deletes the temporary volume, terminates the helper it made
 and deletes its restores/<run>/ output; nothing that existed before is deleted.
@@ -672,7 +672,7 @@ def build_files_plan(ec2, ctx: Context, run_id: str) -> FilesPlan:
     plan = FilesPlan(
         instance_id=iid, availability_zone=prod["Placement"]["AvailabilityZone"], subnet_id=prod.get("SubnetId", ""),
         snapshot=snapshot, paths=paths, destination=destination, bucket=bucket,
-        output_prefix=f"restores/{run_id}", helper_id=args.attach_to,
+        output_prefix=f"{RESTORES_PREFIX}/{run_id}", helper_id=args.attach_to,
         helper_ami=args.helper_ami or prod.get("ImageId"), helper_type=args.helper_type, helper_profile=profile,
         security_groups=list(args.helper_security_group), region=ctx.region)
     sid, az = snapshot["SnapshotId"], plan.availability_zone
