@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 import sys
 from typing import Optional, Sequence
@@ -49,20 +50,27 @@ def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict] = None
     try:
         return int(args.handler(ctx) or 0)
     except UsageError as e:
-        print(f"backupctl {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(ctx, EXIT_USAGE, "error", str(e))
     except CommandError as e:
-        print(f"backupctl {args.command}: failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(ctx, EXIT_FAILED, "failed", str(e))
     except KeyboardInterrupt:
-        print(f"backupctl {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(ctx, 130, "interrupted", "interrupted by the user")
     except Exception as e:  # botocore errors and the like: one line, not a traceback
         from botocore.exceptions import BotoCoreError, ClientError
-        if isinstance(e, (BotoCoreError, ClientError)):
-            print(f"backupctl {args.command}: AWS error: {aws_error_message(e)}", file=sys.stderr)
-            return EXIT_FAILED
+        from botocore.parsers import ResponseParserError
+        # ResponseParserError is no BotoCoreError: an endpoint that answers with an HTML page (a
+        # proxy, an emulator lacking the API) is still an AWS failure, not a crash.
+        if isinstance(e, (BotoCoreError, ClientError, ResponseParserError)):
+            return _fail(ctx, EXIT_FAILED, "AWS error", aws_error_message(e))
         raise
+
+
+def _fail(ctx: Context, code: int, kind: str, message: str) -> int:
+    """One line on stderr for people; with --json also one JSON document on stdout for machines."""
+    print(f"backupctl {ctx.command}: {kind}: {message}", file=sys.stderr)
+    if ctx.json:
+        print(json.dumps({"command": ctx.command, "ok": False, "exitCode": code, "error": message}))
+    return code
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The stack config: parsed once, every bad value stops with one line naming key, value and rule."""
 import copy
+import json
 import subprocess
 import sys
 
@@ -106,7 +107,8 @@ def test_preview_exits_2_with_one_line_and_declares_nothing_on_bad_config(tmp_pa
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "backupctl"), "preview", "--json",
                            "--config-file", str(bad)], capture_output=True, text=True,
                           env={"QUICKPORT_NO_VENV": "1", "PATH": "/usr/bin:/bin"})
+    message = "quickport-backup:recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"
     assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [
-        "backupctl preview: error: quickport-backup:recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"]
+    # --json: still one document on stdout, and no resources in it.
+    assert json.loads(proc.stdout) == {"command": "preview", "ok": False, "exitCode": 2, "error": message}
+    assert proc.stderr.strip().splitlines() == [f"backupctl preview: error: {message}"]
