@@ -137,13 +137,22 @@ def enlarge_pipe(fileobj: Any) -> None:
         fcntl.fcntl(fileobj.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
+def retries() -> Dict[str, Any]:
+    """Standard retry mode (backoff with jitter), 6 attempts: a nightly job on a real network should
+    ride out a few transient errors. AWS_MAX_ATTEMPTS still wins, as it does for any AWS tool."""
+    try:
+        attempts = max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "6")))
+    except ValueError:
+        attempts = 6
+    return {"mode": "standard", "total_max_attempts": attempts}
+
+
 def s3_client(region: Optional[str]):
     import boto3
     from botocore.config import Config
-    # Standard retries (backoff with jitter); AWS_MAX_ATTEMPTS and AWS_ENDPOINT_URL are honoured.
+    # AWS_ENDPOINT_URL is honoured by botocore itself.
     return boto3.session.Session().client(
-        "s3", region_name=region, config=Config(retries={"mode": "standard"},
-                                                user_agent_extra="quickport-dump"))
+        "s3", region_name=region, config=Config(retries=retries(), user_agent_extra="quickport-dump"))
 
 
 def aws_error(exc: BaseException) -> str:
@@ -211,7 +220,7 @@ def client_defaults_file(user: str, password: str, socket_path: Optional[str] = 
 def password_from_parameter(name: str, region: Optional[str]) -> str:
     import boto3
     from botocore.config import Config
-    ssm = boto3.session.Session().client("ssm", region_name=region, config=Config(retries={"mode": "standard"}))
+    ssm = boto3.session.Session().client("ssm", region_name=region, config=Config(retries=retries()))
     try:
         value = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except Exception as e:  # botocore ClientError/BotoCoreError: one line, no traceback

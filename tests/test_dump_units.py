@@ -110,3 +110,13 @@ MARIADB_STYLE = (b"CREATE TABLE `t` (\n  `a` int\n);\n"
 @pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 20])
 def test_inspector_counts_rows_of_one_row_per_line_inserts_at_any_chunking(chunk):
     assert inspect(MARIADB_STYLE, chunk).tables == {"t": 4}
+
+
+def test_retries_default_to_six_attempts(monkeypatch):
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    assert qd.s3_client("ap-south-1").meta.config.retries["total_max_attempts"] == 6
+
+
+def test_aws_max_attempts_overrides_the_retry_default(monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    assert qd.s3_client("ap-south-1").meta.config.retries["total_max_attempts"] == 2
