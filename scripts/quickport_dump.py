@@ -894,24 +894,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         return dump_database(defaults_file=path, **common)
 
 
+def _fail(args: argparse.Namespace, code: int, kind: str, message: str) -> int:
+    """One line on stderr for people; with --json also one JSON document on stdout for machines."""
+    print(f"quickport_dump {args.mode}: {kind}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"mode": args.mode, "ok": False, "exitCode": code, "error": message}))
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with terminate_on_signals():
             manifest = run(args)
     except UsageProblem as e:
-        print(f"quickport_dump {args.mode}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, EXIT_USAGE, "error", str(e))
     except (BackupFailed, Terminated) as e:
-        print(f"quickport_dump {args.mode}: FAILED, nothing published: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(args, EXIT_FAILED, "FAILED, nothing published", str(e))
     except KeyboardInterrupt:
-        print(f"quickport_dump {args.mode}: FAILED, nothing published: interrupted", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(args, EXIT_FAILED, "FAILED, nothing published", "interrupted")
     except Exception as e:  # an unexpected error: still one line, still nothing published
-        print(f"quickport_dump {args.mode}: FAILED, nothing published: {type(e).__name__}: {aws_error(e)}",
-              file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(args, EXIT_FAILED, "FAILED, nothing published", f"{type(e).__name__}: {aws_error(e)}")
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:

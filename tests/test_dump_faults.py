@@ -176,3 +176,11 @@ def test_backup_user_without_trigger_grant_is_refused(mariadb_server, dump_bucke
     defaults = mariadb_server.defaults_file("notrig", "nt", tmp_path)
     code = quickport_dump.main(dump_cli(dump_bucket, defaults))
     assert (code, "TRIGGER" in capsys.readouterr().err, s3_keys(dump_bucket)) == (1, True, [])
+
+
+def test_failure_with_json_prints_one_json_document(mariadb_server, aws, backup_defaults, capsys):
+    import json
+    seed_database(mariadb_server, SOURCE)
+    code = quickport_dump.main(dump_cli("qp-no-such-bucket", backup_defaults, SOURCE, "--json"))
+    document = json.loads(capsys.readouterr().out)
+    assert (code, document["ok"], document["exitCode"]) == (1, False, 1)
