@@ -109,3 +109,18 @@ def test_drill_without_a_dump_fails_with_one_line(mariadb_server, dump_bucket, t
     code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", "crm_never_dumped",
                  "--target-database", "crm_drill_scratch")
     assert (code, len(capsys.readouterr().err.strip().splitlines())) == (1, 1)
+
+
+def test_drill_drops_the_scratch_database_when_the_restore_fails(manifest, mariadb_server, dump_bucket, tmp_path,
+                                                                 capsys):
+    # A damaged dump whose manifest was rewritten to match it: the hash check passes, zstd then fails.
+    import hashlib
+    s3 = boto3.client("s3")
+    body = bytearray(s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read())
+    body[len(body) // 2:len(body) // 2 + 64] = b"\0" * 64
+    s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=bytes(body))
+    rewrite_manifest(dump_bucket, manifest, sha256=hashlib.sha256(body).hexdigest(), bytes=len(body))
+    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
+                 "--target-database", "crm_drill_scratch")
+    err = capsys.readouterr().err
+    assert (code, scratch_exists(mariadb_server)) == (1, False), err
