@@ -211,3 +211,25 @@ def test_pack_imports_nothing_from_the_project():
                 imported.add(node.module.split(".")[0])
     assert imported & {"components", "scripts", "tests"} == set()
     assert {"pulumi_policy", "quickport_policies"} <= imported
+
+
+def _selection(resources: list, not_resources: list | None = None) -> PolicyResource:
+    props = {"resources": resources, **({"notResources": not_resources} if not_resources else {})}
+    return stack_resource(shapes.BACKUP_SELECTION, props, "sel")
+
+
+def test_instance_listed_and_excluded_by_wildcard_is_not_in_the_backup_plan():
+    arn = "arn:aws:ec2:ap-south-1:123456789012:instance/i-0a1b2c3d4e5f67890"
+    args = StackValidationArgs([_selection([arn], ["arn:aws:ec2:*:*:instance/*"])],
+                               {"instanceId": "i-0a1b2c3d4e5f67890"})
+    assert collect(rules.root_volume_in_backup_plan, args) == [
+        "instance i-0a1b2c3d4e5f67890 is not in any backup plan: the stack has 1 backup selection(s), none "
+        "listing it by ARN without excluding it in notResources; the strategy requires a selection whose "
+        "resources include its ARN"]
+
+
+def test_excluding_another_instance_keeps_the_production_instance_in_the_plan():
+    arn = "arn:aws:ec2:ap-south-1:123456789012:instance/i-0a1b2c3d4e5f67890"
+    args = StackValidationArgs([_selection([arn], ["arn:aws:ec2:*:*:instance/i-0ffffffffffffffff"])],
+                               {"instanceId": "i-0a1b2c3d4e5f67890"})
+    assert collect(rules.root_volume_in_backup_plan, args) == []

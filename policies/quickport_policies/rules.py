@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from .shapes import (BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, BACKUP_VAULT_LOCK, BACKUP_VAULT_POLICY,
                      EBS_SNAPSHOT, KMS_KEY, RBIN_RULE, S3_BUCKET, S3_ENCRYPTION, S3_LIFECYCLE, S3_POLICY,
-                     S3_PUBLIC_ACCESS_BLOCK, S3_VERSIONING, SSM_DOCUMENT, SSM_PARAMETER, as_int,
-                     baseline_name_problem, bucket_names, companions, denied_actions,
+                     S3_PUBLIC_ACCESS_BLOCK, S3_VERSIONING, SSM_DOCUMENT, SSM_PARAMETER, arn_matches,
+                     as_int, baseline_name_problem, bucket_names, companions, denied_actions,
                      denies_insecure_transport, is_snapshot_lock, items, iter_strings, locked_snapshot_key,
                      of_type, policy_statements, prop, refers_to, runs_at_least_daily, vault_names)
 
@@ -141,13 +141,16 @@ def root_volume_in_backup_plan(args: Any, report: Report) -> None:
                                     f":volume/{volume_id}" if volume_id else None) if suffix]
     selections = of_type(args.resources, BACKUP_SELECTION)
     for selection in selections:
+        # NotResources wins over Resources: an ARN listed and also excluded is never backed up.
+        excluded = [p for p in items(selection.props, "notResources") if isinstance(p, str)]
         for arn in items(selection.props, "resources"):
-            if isinstance(arn, str) and any(arn.endswith(suffix) for suffix in wanted):
+            if (isinstance(arn, str) and any(arn.endswith(suffix) for suffix in wanted)
+                    and not any(arn_matches(arn, pattern) for pattern in excluded)):
                 return
     names = " or ".join(x for x in (instance_id and f"instance {instance_id}",
                                      volume_id and f"root volume {volume_id}") if x)
     found = "no backup selection" if not selections else \
-        f"{len(selections)} backup selection(s), none listing it by ARN"
+        f"{len(selections)} backup selection(s), none listing it by ARN without excluding it in notResources"
     report(f"{names} is not in any backup plan: the stack has {found}; the strategy requires a selection "
            f"whose resources include its ARN")
 

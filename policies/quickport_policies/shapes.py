@@ -106,6 +106,11 @@ def refers_to(resource: Any, key: str, target: Any, target_values: Iterable[Any]
     return isinstance(value, str) and value in {v for v in target_values if v}
 
 
+def arn_matches(arn: str, pattern: str) -> bool:
+    """AWS Backup's resource patterns: '*' matches any run of characters, nothing else is special."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), arn) is not None
+
+
 def vault_names(vault: Any) -> set[str]:
     return {prop(vault.props, "name"), prop(vault.props, "id"), prop(vault.props, "arn")} - {None}
 
