@@ -167,3 +167,15 @@ def test_files_missing_path_fails_without_publishing(dump_bucket, tree):
     code = quickport_dump.main(["files", "--bucket", dump_bucket, "--prefix", "files", "--path", "/nonexistent/x",
                                 "--host", HOST])
     assert (code, s3_keys(dump_bucket)) == (1, [])
+
+
+def test_restore_refuses_a_link_leaving_the_target_in_one_line_writing_nothing(dump_bucket, tree, tmp_path, capsys):
+    # e.g. Laravel's `storage:link` makes public/storage an absolute symlink: the "data" extraction
+    # filter refuses it; that must be a one-line exit 1 before any file is written, not a traceback.
+    (tree["root"] / "src" / "opt" / "gt06-server" / "logs").symlink_to("/var/log/gt06")
+    archive(dump_bucket, [tree["gt06"]])
+    out = tmp_path / "out"
+    code = restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
+    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backupctl ")]
+    written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
+    assert (code, len(failures), "/var/log/gt06" in failures[0], written) == (1, 1, True, [])

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -433,6 +432,16 @@ def run_files_restore(ctx: Context) -> int:
                 raise CommandError(f"archive {manifest['key']} has an unsafe member {bad[0]!r} (absolute or '..'); "
                                    f"refusing to extract anything from it")
             selected = [m for m in members if m.name == member or m.name.startswith(member + "/")]
+            # Run the "data" filter over every member first: one it refuses (e.g. an absolute symlink)
+            # must stop the restore in one line before anything is written, not half-way with a traceback.
+            for m in selected:
+                try:
+                    tarfile.data_filter(m, str(destination))
+                except tarfile.FilterError as e:
+                    ctx.log("files-restore-refused", manifest=manifest_key, unsafe_member=m.name)
+                    target = f" (-> {m.linkname})" if m.issym() or m.islnk() else ""
+                    raise CommandError(f"archive {manifest['key']}: {e}{target}; refusing to extract "
+                                       f"anything from it") from None
             destination.mkdir(parents=True, exist_ok=True)
             # The "data" filter also refuses links pointing outside the destination and device files.
             tar.extractall(destination, members=selected, filter="data")
