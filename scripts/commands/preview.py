@@ -37,7 +37,7 @@ def declared_resources(ctx: Context):
 
     path = ctx.args.config_file or stack_file(ctx.args.stack)
     try:
-        load_stack_config(ctx.args.stack, path)  # catches unknown keys the program would ignore
+        load_stack_config(ctx.args.stack, path)  # also refuses keys without a namespace
         raw = read_stack_file(path)
         return raw, run_stack_program(raw, stack=ctx.args.stack)
     except ConfigError as e:
