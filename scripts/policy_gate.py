@@ -310,12 +310,21 @@ class PolicyGate:
         self._process = subprocess.Popen(
             [self.python, "-u", "-m", "pulumi.policy", engine_address, "."], cwd=self.pack_dir,
             env=self._env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
-        port = self._read_port()
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=_GRPC_OPTIONS)
-        grpc.channel_ready_future(self._channel).result(timeout=self.startup_timeout)
-        self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
-        self._handshake(engine_address)
-        self._load_info()
+        try:
+            port = self._read_port()
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=_GRPC_OPTIONS)
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=self.startup_timeout)
+            except grpc.FutureTimeoutError:
+                raise PolicyPackError(f"policy pack {self.pack_dir} printed port {port} but did not answer "
+                                      f"on it within {self.startup_timeout:g}s") from None
+            self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+            self._handshake(engine_address)
+            self._load_info()
+        except BaseException:
+            # `with PolicyGate()` never reaches __exit__ when start fails: stop the pack here.
+            self.close()
+            raise
 
     def start_in_background(self) -> "PolicyGate":
         """Start the pack on a worker thread; evaluate() waits for it. `backupctl preview` runs the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,16 @@ def test_pack_that_fails_to_start_is_reported_with_its_error(tmp_path):
 def test_directory_without_pulumipolicy_yaml_is_not_a_pack(tmp_path):
     with pytest.raises(PolicyPackError, match="no PulumiPolicy.yaml"):
         PolicyGate(stack_config={}, pack_dir=tmp_path).start()
+
+
+def test_pack_that_prints_a_port_but_never_answers_is_reported_and_stopped(tmp_path):
+    (tmp_path / "PulumiPolicy.yaml").write_text("name: mute\nruntime: python\n")
+    # A port nothing listens on (bound, then released), and a pack that then just waits.
+    (tmp_path / "__main__.py").write_text(
+        "import os, pathlib, socket, time\npathlib.Path('pid').write_text(str(os.getpid()))\n"
+        "s = socket.socket()\ns.bind(('127.0.0.1', 0))\nport = s.getsockname()[1]\n"
+        "s.close()\nprint(port, flush=True)\ntime.sleep(120)\n")
+    with pytest.raises(PolicyPackError, match=r"printed port \d+ but did not answer on it within 2s"):
+        PolicyGate(stack_config={}, pack_dir=tmp_path, startup_timeout=2).start()
+    with pytest.raises(ProcessLookupError):  # the pack was stopped, not left running
+        os.kill(int((tmp_path / "pid").read_text()), 0)
