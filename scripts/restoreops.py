@@ -174,16 +174,6 @@ def terminate_instance(ec2, instance_id: str, timeout: float, poll_seconds: floa
     _wait(ec2, "instance_terminated", f"instance {instance_id}", timeout, poll_seconds, InstanceIds=[instance_id])
 
 
-def describe_image(ec2, image_id: str) -> Optional[dict[str, Any]]:
-    try:
-        images = ec2.describe_images(ImageIds=[image_id])["Images"]
-    except ClientError as e:
-        if _error_code(e).startswith("InvalidAMIID"):
-            return None
-        raise
-    return images[0] if images else None
-
-
 # --- the in-progress marker (detach restores have no AWS-side task to look for) -----------------------
 
 def restore_marker(instance: dict[str, Any]) -> Optional[str]:

@@ -7,7 +7,6 @@ created (temporary volume, helper instance, its own S3 output), also when a step
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import os
 import re
@@ -131,12 +130,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # --- shared lookups -------------------------------------------------------------------------------------
 
-def _iso(value: Any) -> Optional[str]:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
-    return None if value is None else str(value)
-
-
 def _resolve_snapshot(ec2, id_or_name: str) -> dict[str, Any]:
     snap = ec2ops.find_snapshot(ec2, id_or_name)
     if snap is None:
@@ -197,7 +190,7 @@ class InstancePlan:
                                   ("VolumeId", "VolumeType", "Size", "Iops", "Throughput", "Encrypted")},
             "snapshot": {"id": snap["SnapshotId"], "name": ec2ops.tags_of(snap).get("Name"),
                          "state": snap.get("State"), "volumeId": snap.get("VolumeId"),
-                         "sizeGiB": snap.get("VolumeSize"), "started": _iso(snap.get("StartTime"))},
+                         "sizeGiB": snap.get("VolumeSize"), "started": ec2ops.iso_utc(snap.get("StartTime"))},
             "elasticIp": self.elastic_ip, "safetySnapshotName": self.safety_snapshot_name,
             "newVolume": self.new_volume_settings if self.method == "detach" else None,
             "steps": self.steps, "warnings": self.warnings, "blockers": self.blockers,
@@ -217,7 +210,7 @@ class InstancePlan:
                  f"  current root    {vol['VolumeId']} ({vol.get('VolumeType')}, {vol.get('Size')} GiB"
                  f"{', encrypted' if vol.get('Encrypted') else ''})",
                  f"  snapshot        {snap['SnapshotId']}{f' {name}' if name else ''} ({snap.get('State')}, "
-                 f"{snap.get('VolumeSize')} GiB, of {snap.get('VolumeId')}, started {_iso(snap.get('StartTime'))})",
+                 f"{snap.get('VolumeSize')} GiB, of {snap.get('VolumeId')}, started {ec2ops.iso_utc(snap.get('StartTime'))})",
                  f"  Elastic IP      {eip}",
                  "Steps:"]
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)]
@@ -691,7 +684,7 @@ def build_files_plan(ec2, ctx: Context, run_id: str) -> FilesPlan:
             plan.blockers.append(f"--attach-to {args.attach_to} is {helper['State']['Name']}, not running")
         plan.steps.append(f"attach it to the existing helper {args.attach_to} at {ops.free_device_name(helper)}")
     else:
-        if plan.helper_ami and ops.describe_image(ec2, plan.helper_ami) is None:
+        if plan.helper_ami and ec2ops.describe_image(ec2, plan.helper_ami) is None:
             plan.blockers.append(f"helper AMI {plan.helper_ami} does not exist (any more) in {ctx.region}; give "
                                  f"--helper-ami (a current Amazon Linux or Ubuntu AMI with the SSM agent)")
         if not profile:
@@ -814,7 +807,7 @@ def run_restore_files(ctx: Context) -> int:
         if plan.helper_id:
             helper_id = plan.helper_id
         else:
-            image = ops.describe_image(ec2, plan.helper_ami)
+            image = ec2ops.describe_image(ec2, plan.helper_ami)
             if image is None:
                 raise CommandError(f"helper AMI {plan.helper_ami} not found (give --helper-ami)")
             ctx.progress(f"launching the temporary helper ({plan.helper_type}, {plan.helper_ami})")
