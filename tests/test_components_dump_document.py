@@ -9,16 +9,18 @@ import pytest
 
 from components.config import REPO_ROOT, DumpConfig
 from components.dump_document import (
-    DUMP_SCRIPT, INSTALL_DIR, PARAMETER_PATTERNS, DumpDocument, DumpDocumentArgs, DumpDocumentError,
+    INSTALL_DIR, PARAMETER_PATTERNS, DumpDocument, DumpDocumentArgs, DumpDocumentError,
     install_and_run_commands, verify_and_run_commands)
 
+SHIPPED_SCRIPT = REPO_ROOT / "scripts" / "quickport_dump.py"
 PARAMETERS = ["Bucket", "Compression", "Database", "FilesPrefix", "PasswordParameter", "Prefix", "Region", "User"]
 INJECTIONS = ["; rm -rf /", "x'; rm -rf / #", "$(reboot)", "`id`", "a b", "a|b", "a&&b", "a\nrm -rf /", "'"]
 
 
 @pytest.fixture(scope="module")
 def script() -> str:
-    return DUMP_SCRIPT.read_text()
+    """The repository's dump script, read by its own path: the document must embed this file."""
+    return SHIPPED_SCRIPT.read_text()
 
 
 def _content(declared) -> dict:
@@ -67,7 +69,7 @@ def test_installed_script_is_byte_for_byte_the_repository_file(tmp_path, script)
     install_dir = tmp_path / "run" / "quickport-backup"
     result = _sh(install_and_run_commands(script, ":", install_dir=str(install_dir)))
     assert result.returncode == 0, result.stderr
-    assert (install_dir / "quickport_dump.py").read_bytes() == DUMP_SCRIPT.read_bytes()
+    assert (install_dir / "quickport_dump.py").read_bytes() == SHIPPED_SCRIPT.read_bytes()
 
 
 def test_install_directory_and_script_are_private_to_root(tmp_path, script):
@@ -256,7 +258,3 @@ def test_document_over_the_aws_size_limit_is_refused(run_component, tmp_path):
     big.write_text("# padding\n" * 7000)
     with pytest.raises(DumpDocumentError, match="AWS allows 65536"):
         run_component(lambda: DumpDocument("d", _document_args(big)))
-
-
-def test_shipped_dump_script_is_the_one_embedded():
-    assert DUMP_SCRIPT == REPO_ROOT / "scripts" / "quickport_dump.py"
