@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS, key_policy_allowing_services
+from components.backup_vault import STRATEGY_TAGS, rotating_key
 from components.config import StackConfig, VaultLock
 
 TYPE_TOKEN = "quickport:backup:DailySnapshotPlan"
@@ -169,14 +169,9 @@ class DailySnapshotPlan(pulumi.ComponentResource):
         in_region = pulumi.ResourceOptions(parent=self, provider=self.copy_provider)
         kept = pulumi.ResourceOptions(parent=self, provider=self.copy_provider, protect=True)
         vault_name = f"{args.plan_name}-copy"[:50]
-        self.copy_key = aws.kms.Key(
-            f"{name}-copy-key",
-            description=f"Encrypts the {region} copy vault of AWS Backup plan {args.plan_name}",
-            enable_key_rotation=True, deletion_window_in_days=30,
-            policy=key_policy_allowing_services(()), tags=STRATEGY_TAGS, opts=kept)
-        self.copy_key_alias = aws.kms.Alias(
-            f"{name}-copy-key-alias", name=f"alias/{vault_name}", target_key_id=self.copy_key.key_id,
-            opts=in_region)
+        self.copy_key, self.copy_key_alias = rotating_key(
+            f"{name}-copy-key", f"Encrypts the {region} copy vault of AWS Backup plan {args.plan_name}",
+            vault_name, in_region)
         self.copy_vault = aws.backup.Vault(
             f"{name}-copy-vault", name=vault_name, kms_key_arn=self.copy_key.arn, force_destroy=False,
             tags=STRATEGY_TAGS, opts=kept)

@@ -72,6 +72,19 @@ def key_policy_allowing_services(services: tuple[str, ...]) -> pulumi.Output[str
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
 
 
+def rotating_key(name: str, description: str, alias: str, opts: pulumi.ResourceOptions,
+                 services: tuple[str, ...] = (),
+                 deletion_window_days: int = 30) -> tuple[aws.kms.Key, aws.kms.Alias]:
+    """A customer managed key that rotates yearly, plus `alias/<alias>`. The key is protected: losing
+    it loses everything it encrypts. `opts` (parent, provider) apply to both."""
+    key = aws.kms.Key(
+        name, description=description, enable_key_rotation=True,
+        deletion_window_in_days=deletion_window_days, policy=key_policy_allowing_services(services),
+        tags=STRATEGY_TAGS, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=True)))
+    key_alias = aws.kms.Alias(f"{name}-alias", name=f"alias/{alias}", target_key_id=key.key_id, opts=opts)
+    return key, key_alias
+
+
 def vault_policy_document() -> pulumi.Output[str]:
     return pulumi.Output.json_dumps({
         "Version": "2012-10-17",
@@ -94,17 +107,10 @@ class BackupVault(pulumi.ComponentResource):
         # Losing the key or the vault loses every recovery point: the engine refuses to delete them.
         kept = pulumi.ResourceOptions(parent=self, protect=True)
 
-        self.key = aws.kms.Key(
-            f"{name}-key",
-            description=f"Encrypts AWS Backup vault {args.vault_name} and its alert topic",
-            enable_key_rotation=True,
-            deletion_window_in_days=args.key_deletion_window_days,
-            policy=key_policy_allowing_services(("backup.amazonaws.com",)),
-            tags=STRATEGY_TAGS,
-            opts=kept)
-        self.key_alias = aws.kms.Alias(
-            f"{name}-key-alias", name=f"alias/{args.vault_name}", target_key_id=self.key.key_id,
-            opts=child)
+        self.key, self.key_alias = rotating_key(
+            f"{name}-key", f"Encrypts AWS Backup vault {args.vault_name} and its alert topic",
+            args.vault_name, child, services=("backup.amazonaws.com",),
+            deletion_window_days=args.key_deletion_window_days)
 
         self.vault = aws.backup.Vault(
             f"{name}-vault", name=args.vault_name, kms_key_arn=self.key.arn, force_destroy=False,

@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS, key_policy_allowing_services
+from components.backup_vault import STRATEGY_TAGS, rotating_key
 from components.config import RESTORES_PREFIX, StackConfig
 
 TYPE_TOKEN = "quickport:backup:DumpBucket"
@@ -70,17 +70,9 @@ class DumpBucket(pulumi.ComponentResource):
 
         # Its own key rather than the vault's: the instance role must use this one, and should not
         # be able to use the key that protects the AWS Backup vault.
-        self.key = aws.kms.Key(
-            f"{name}-key",
-            description=f"Encrypts database dumps and files in s3://{args.bucket_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            policy=key_policy_allowing_services(()),
-            tags=STRATEGY_TAGS,
-            opts=kept)
-        self.key_alias = aws.kms.Alias(
-            f"{name}-key-alias", name=f"alias/{args.bucket_name}", target_key_id=self.key.key_id,
-            opts=child)
+        self.key, self.key_alias = rotating_key(
+            f"{name}-key", f"Encrypts database dumps and files in s3://{args.bucket_name}", args.bucket_name,
+            child)
 
         self.bucket = aws.s3.Bucket(
             f"{name}-bucket", bucket=args.bucket_name, force_destroy=False, tags=STRATEGY_TAGS,
