@@ -233,3 +233,15 @@ def test_excluding_another_instance_keeps_the_production_instance_in_the_plan():
     args = StackValidationArgs([_selection([arn], ["arn:aws:ec2:*:*:instance/i-0ffffffffffffffff"])],
                                {"instanceId": "i-0a1b2c3d4e5f67890"})
     assert collect(rules.root_volume_in_backup_plan, args) == []
+
+
+def test_tls_deny_of_only_some_s3_actions_is_not_tls_only():
+    statement = {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    assert not shapes.denies_insecure_transport(statement)
+
+
+def test_tls_deny_of_every_s3_action_is_tls_only():
+    statement = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    assert shapes.denies_insecure_transport(statement)

@@ -168,8 +168,11 @@ def denied_actions(statement: Mapping[str, Any], wanted: Iterable[str]) -> set[s
 
 
 def denies_insecure_transport(statement: Mapping[str, Any]) -> bool:
-    """A Deny to everyone when aws:SecureTransport is false (the AWS-documented TLS-only policy)."""
-    if statement.get("Effect") != "Deny" or not applies_to_everyone(statement):
+    """A Deny of every S3 action to everyone when aws:SecureTransport is false (the AWS-documented
+    TLS-only policy); denying only some actions would still let the others travel in the clear."""
+    if statement.get("Effect") != "Deny" or not applies_to_everyone(statement) or "NotAction" in statement:
+        return False
+    if not {a.lower() for a in _strings(statement.get("Action"))} & {"s3:*", "*"}:
         return False
     condition = statement.get("Condition")
     if not isinstance(condition, Mapping):
