@@ -83,6 +83,12 @@ class Context:
                                                  getattr(self.args, "config_file", None))
             except ConfigError as e:
                 raise UsageError(str(e)) from None
+            except (OSError, UnicodeDecodeError) as e:  # a directory, unreadable or binary file
+                path = getattr(self.args, "config_file", None)
+                field = f"--config-file {path}" if path else f"--stack {getattr(self.args, 'stack', 'prod')}"
+                reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise UsageError(f"{field}: the stack config file cannot be read ({reason}); must be a "
+                                 f"readable Pulumi.<stack>.yaml") from None
         return self._config
 
     @property

@@ -33,3 +33,12 @@ def test_failure_with_json_still_prints_one_json_document(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 2
     assert out["ok"] is False and out["exitCode"] == 2 and "does not exist" in out["error"]
+
+
+def test_unreadable_config_file_is_a_one_line_usage_error_not_a_traceback(tmp_path, capsys):
+    code = main(["verify", "snap-0123456789abcdef0", "--config-file", str(tmp_path),
+                 "--log-file", str(tmp_path / "ops.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"backupctl verify: error: --config-file {tmp_path}: the stack config file cannot be read "
+                   "(Is a directory); must be a readable Pulumi.<stack>.yaml"]
