@@ -8,21 +8,27 @@ from components.config import NAMESPACE, TOP_LEVEL_KEYS, ConfigError, StackConfi
 _OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files"}
 
 
-def _given_keys() -> set[str]:
-    """Every `quickport-backup:*` key the stack sets, so parse_config rejects a typo instead of the
-    program silently using the default. The Pulumi CLI hands a Python program its config in
-    PULUMI_CONFIG; the mock engine sets it in the runtime (pulumi.Config reads both the same way)."""
+def _reject_unknown_keys() -> None:
+    """A misspelt `quickport-backup:*` key stops the program instead of leaving the default in force.
+
+    The Pulumi CLI hands a Python program its config in PULUMI_CONFIG; the mock engine sets it in the
+    runtime (pulumi.Config reads both the same way). The value is not shown: it may be a secret,
+    which the engine hands over decrypted."""
     from pulumi.runtime import config as runtime_config
     prefix = f"{NAMESPACE}:"
     given = {**(runtime_config.get_config_env() or {}), **runtime_config.CONFIG.get()}
-    return {key[len(prefix):] for key in given if key.startswith(prefix)}
+    ours = {key[len(prefix):] for key in given if key.startswith(prefix)}
+    unknown = sorted(ours - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are " + ", ".join(TOP_LEVEL_KEYS))
 
 
 def read_config() -> StackConfig:
     """Parse `quickport-backup:*` and `aws:region` from the engine's config; raises ConfigError."""
+    _reject_unknown_keys()
     ours = pulumi.Config(NAMESPACE)
     raw = {}
-    for key in (*TOP_LEVEL_KEYS, *sorted(_given_keys() - set(TOP_LEVEL_KEYS))):
+    for key in TOP_LEVEL_KEYS:
         try:
             value = ours.get_object(key) if key in _OBJECT_KEYS else ours.get(key)
         except Exception as e:  # the SDK's own error for malformed JSON objects
