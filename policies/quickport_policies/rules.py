@@ -51,10 +51,6 @@ def days(value: Any) -> str:
     return str(whole) if whole is not None else repr(value)
 
 
-def _label(resource: Any) -> str:
-    return f"{resource.resource_type.split(':')[-1]} '{resource.name}'"
-
-
 # --- AWS Backup ------------------------------------------------------------------------------------
 
 def backup_retention_minimum(args: Any, report: Report) -> None:
