@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict] = None
         return _fail(ctx, EXIT_FAILED, "failed", str(e))
     except KeyboardInterrupt:
         return _fail(ctx, 130, "interrupted", "interrupted by the user")
+    except OSError as e:  # a local problem (a --to under a file, disk full, a missing tool): one line
+        return _fail(ctx, EXIT_FAILED, "failed", str(e))
     except Exception as e:  # botocore errors and the like: one line, not a traceback
         from botocore.exceptions import BotoCoreError, ClientError
         from botocore.parsers import ResponseParserError

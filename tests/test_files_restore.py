@@ -179,3 +179,11 @@ def test_restore_refuses_a_link_leaving_the_target_in_one_line_writing_nothing(d
     failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backupctl ")]
     written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
     assert (code, len(failures), "/var/log/gt06" in failures[0], written) == (1, 1, True, [])
+
+
+def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, tree, tmp_path, capsys):
+    archive(dump_bucket, [tree["env"]])
+    (tmp_path / "a-file").write_text("not a directory\n")
+    code = restore(dump_bucket, tree["env"], tmp_path / "a-file" / "out", tmp_path / "ops.jsonl")
+    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backupctl ")]
+    assert (code, len(failures), "Not a directory" in failures[0]) == (1, 1, True)
