@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS, rotating_key
+from components.backup_vault import STRATEGY_TAGS, rotating_key, vault_lock
 from components.config import StackConfig, VaultLock
 
 TYPE_TOKEN = "quickport:backup:DailySnapshotPlan"
@@ -175,12 +175,8 @@ class DailySnapshotPlan(pulumi.ComponentResource):
         self.copy_vault = aws.backup.Vault(
             f"{name}-copy-vault", name=vault_name, kms_key_arn=self.copy_key.arn, force_destroy=False,
             tags=STRATEGY_TAGS, opts=kept)
-        lock = args.copy_vault_lock
-        self.copy_vault_lock = aws.backup.VaultLockConfiguration(
-            f"{name}-copy-vault-lock", backup_vault_name=self.copy_vault.name,
-            min_retention_days=lock.min_retention_days, max_retention_days=lock.max_retention_days,
-            changeable_for_days=lock.changeable_for_days if lock.mode == "compliance" else None,
-            opts=kept)
+        self.copy_vault_lock = vault_lock(f"{name}-copy-vault-lock", self.copy_vault.name,
+                                          args.copy_vault_lock, kept)
         return aws.backup.PlanRuleCopyActionArgs(
             destination_vault_arn=self.copy_vault.arn,
             lifecycle=aws.backup.PlanRuleCopyActionLifecycleArgs(delete_after=args.retention_days))

@@ -85,6 +85,17 @@ def rotating_key(name: str, description: str, alias: str, opts: pulumi.ResourceO
     return key, key_alias
 
 
+def vault_lock(name: str, vault_name: pulumi.Input[str], lock: VaultLock,
+               opts: pulumi.ResourceOptions) -> aws.backup.VaultLockConfiguration:
+    """The vault's retention range. Without changeable_for_days AWS applies governance mode; with it,
+    compliance mode that becomes immutable once the grace days pass."""
+    return aws.backup.VaultLockConfiguration(
+        name, backup_vault_name=vault_name,
+        min_retention_days=lock.min_retention_days, max_retention_days=lock.max_retention_days,
+        changeable_for_days=lock.changeable_for_days if lock.mode == "compliance" else None,
+        opts=opts)
+
+
 def vault_policy_document() -> pulumi.Output[str]:
     return pulumi.Output.json_dumps({
         "Version": "2012-10-17",
@@ -116,16 +127,7 @@ class BackupVault(pulumi.ComponentResource):
             f"{name}-vault", name=args.vault_name, kms_key_arn=self.key.arn, force_destroy=False,
             tags=STRATEGY_TAGS, opts=kept)
 
-        lock = args.lock
-        self.lock = aws.backup.VaultLockConfiguration(
-            f"{name}-lock",
-            backup_vault_name=self.vault.name,
-            min_retention_days=lock.min_retention_days,
-            max_retention_days=lock.max_retention_days,
-            # Without changeable_for_days AWS applies governance mode; with it, compliance mode that
-            # becomes immutable once the grace days pass.
-            changeable_for_days=lock.changeable_for_days if lock.mode == "compliance" else None,
-            opts=kept)
+        self.lock = vault_lock(f"{name}-lock", self.vault.name, args.lock, kept)
 
         self.policy = aws.backup.VaultPolicy(
             f"{name}-policy", backup_vault_name=self.vault.name, policy=vault_policy_document(),
