@@ -182,10 +182,10 @@ def terminate_on_signals():
 
 # --- credentials --------------------------------------------------------------------------------
 
-def _option_value(value: str) -> str:
+def _option_value(field: str, value: str) -> str:
     """Quote a value for a MariaDB option file (the parser unescapes \\\\ and \\" inside quotes)."""
     if any(c in value for c in "\n\r\0"):
-        raise UsageProblem("password: must not contain newline, carriage return or NUL characters")
+        raise UsageProblem(f"{field}: must not contain newline, carriage return or NUL characters")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -199,11 +199,12 @@ def client_defaults_file(user: str, password: str, socket_path: Optional[str] = 
                                  dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     path = os.path.join(directory, "client.cnf")
     try:
-        lines = ["[client]", f"user={_option_value(user)}", f"password={_option_value(password)}"]
+        lines = ["[client]", f"user={_option_value('--user', user)}",
+                 f"password={_option_value('password', password)}"]
         if socket_path:
-            lines.append(f"socket={_option_value(socket_path)}")
+            lines.append(f"socket={_option_value('--socket', socket_path)}")
         if host:
-            lines.append(f"host={_option_value(host)}")
+            lines.append(f"host={_option_value('--db-host', host)}")
         if port:
             lines.append(f"port={int(port)}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

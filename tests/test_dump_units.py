@@ -120,3 +120,10 @@ def test_retries_default_to_six_attempts(monkeypatch):
 def test_aws_max_attempts_overrides_the_retry_default(monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     assert qd.s3_client("ap-south-1").meta.config.retries["total_max_attempts"] == 2
+
+
+def test_user_with_a_newline_is_refused_naming_the_user_option():
+    # A newline would let the value add its own options to the [client] file.
+    with pytest.raises(qd.UsageProblem, match="^--user: must not contain newline"):
+        with qd.client_defaults_file("backup\npassword=x", "secret"):
+            pass
