@@ -111,10 +111,11 @@ def test_json_output_is_one_document_naming_snapshot_and_checklist(prod_instance
 def test_operations_log_records_creation_timestamp_and_checklist(prod_instance, backupctl):
     result = backupctl("snapshot", "--action", "php-upgrade", "--json", *prod_instance.common_args())
 
-    sid = result.json()["snapshot"]["SnapshotId"]
+    snapshot = result.json()["snapshot"]
     events = {line["event"]: line for line in prod_instance.log_lines()}
-    assert events["snapshot-created"]["snapshot_id"] == sid
-    assert events["snapshot-timestamp"]["snapshot_started"] is not None
+    assert events["snapshot-created"]["snapshot_id"] == snapshot["SnapshotId"]
+    started = events["snapshot-timestamp"]["snapshot_started"]
+    assert started == snapshot["StartTime"] and started.endswith("+00:00")
     assert events["checklist"]["ok"] is True
     assert all(line["command"] == "snapshot" and line["time"].endswith("+00:00")
                for line in prod_instance.log_lines())
