@@ -164,11 +164,3 @@ def bucket_encryption_rules(s3, bucket: str) -> list[dict[str, Any]]:
             return []
         raise
     return config.get("Rules", [])
-
-
-def bucket_size_bytes(s3, bucket: str, prefix: str = "") -> int:
-    """Sum of the current objects' sizes under a prefix (what S3 Standard bills for them)."""
-    total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        total += sum(obj["Size"] for obj in page.get("Contents", []))
-    return total
