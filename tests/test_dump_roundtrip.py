@@ -9,7 +9,7 @@ import boto3
 
 from scripts import quickport_dump
 from scripts.cli import main as backupctl
-from tests.fixtures.mariadb import SEED_TABLES, seed_database, s3_keys
+from tests.fixtures.mariadb import SEED_TABLES, seed_database
 
 SOURCE = "crm_rt"
 
