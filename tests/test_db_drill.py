@@ -124,3 +124,24 @@ def test_drill_drops_the_scratch_database_when_the_restore_fails(manifest, maria
                  "--target-database", "crm_drill_scratch")
     err = capsys.readouterr().err
     assert (code, scratch_exists(mariadb_server)) == (1, False), err
+
+
+def test_drill_says_when_the_scratch_database_could_not_be_dropped(manifest, mariadb_server, dump_bucket,
+                                                                   tmp_path, capsys):
+    # A drill user without DROP: the restore fails (the dump drops each table before creating it) and
+    # so does the clean-up, which leaves a copy of production data on the server: the line must say so.
+    mariadb_server.sql("CREATE USER IF NOT EXISTS 'drill_nodrop'@'localhost' IDENTIFIED BY 'pw-nodrop';"
+                       "GRANT ALL PRIVILEGES ON `crm\\_drill\\_scratch`.* TO 'drill_nodrop'@'localhost';"
+                       "REVOKE DROP ON `crm\\_drill\\_scratch`.* FROM 'drill_nodrop'@'localhost';")
+    defaults = mariadb_server.defaults_file("drill_nodrop", "pw-nodrop", tmp_path / "nodrop")
+    try:
+        code = backupctl(["db-restore-drill", "--bucket", dump_bucket, "--prefix", "mysql",
+                          "--defaults-file", defaults, "--log-file", str(tmp_path / "ops.jsonl"),
+                          "--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch"])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 1
+        assert "scratch database crm_drill_scratch was NOT dropped" in error and "drop it by hand" in error
+        assert scratch_exists(mariadb_server)
+    finally:
+        mariadb_server.drop_databases("crm_drill_scratch")
+        mariadb_server.sql("DROP USER 'drill_nodrop'@'localhost';")

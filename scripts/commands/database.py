@@ -306,10 +306,18 @@ def run_db_backup(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _scratch_fate(report: dict[str, Any]) -> str:
+    if report["kept"]:
+        return "kept"
+    if "drop_error" in report:
+        return f"NOT dropped: {report['drop_error']}; drop it by hand"
+    return "dropped afterwards"
+
+
 def _drill_text(report: dict[str, Any]) -> str:
     lines = [f"restore drill of s3://{report['bucket']}/{report['key']}",
              f"  sha256 verified {report['sha256']}; restored into {report['target_database']}"
-             f" ({'kept' if report['kept'] else 'dropped afterwards'})", ""]
+             f" ({_scratch_fate(report)})", ""]
     width = max([len(t["table"]) for t in report["tables"]] + [5])
     lines.append(f"  {'table':<{width}}  {'manifest':>10}  {'restored':>10}")
     for t in report["tables"]:
@@ -350,6 +358,19 @@ def run_db_restore_drill(ctx: Context) -> int:
     report: dict[str, Any] = {"bucket": bucket, "manifest": manifest_key, "key": manifest["key"],
                               "database": source, "target_database": target, "kept": bool(a.keep)}
     created = False
+
+    def drop_scratch() -> None:
+        """Drop the scratch database once; a failure is reported, because a copy of production
+        data left on the server needs a person."""
+        nonlocal created
+        if created and not a.keep:
+            created = False
+            try:
+                client.query(f"DROP DATABASE {sql_ident(target)};")
+            except CommandError as e:
+                report["drop_error"] = str(e)
+                ctx.progress(f"warning: could not drop scratch database {target}: {e}; drop it by hand")
+
     try:
         with qd.terminate_on_signals(), tempfile.TemporaryDirectory(prefix="quickport-drill-") as tmp:
             dump = Path(tmp) / Path(manifest["key"]).name
@@ -362,15 +383,20 @@ def run_db_restore_drill(ctx: Context) -> int:
         counts, objects = restored_inventory(client, target)
         report.update(compare(manifest, counts, objects))
     except (CommandError, qd.Terminated) as e:
-        ctx.log("db-restore-drill-failed", manifest=manifest_key, target=target, error=str(e))
-        raise CommandError(str(e)) from None
+        drop_scratch()
+        leftover = (f"; scratch database {target} was NOT dropped ({report['drop_error']}): drop it by hand"
+                    if "drop_error" in report else "")
+        ctx.log("db-restore-drill-failed", manifest=manifest_key, target=target, error=str(e),
+                drop_error=report.get("drop_error"))
+        raise CommandError(f"{e}{leftover}") from None
     finally:
-        if created and not a.keep:
-            with contextlib.suppress(CommandError):
-                client.query(f"DROP DATABASE {sql_ident(target)};")
+        drop_scratch()
+    if "drop_error" in report:
+        report["ok"] = False
     ctx.log("db-restore-drill-finished", manifest=manifest_key, target=target, ok=report["ok"],
             mismatches=[t["table"] for t in report["tables"] if not t["ok"]] +
-                       [o["kind"] for o in report["objects"] if not o["ok"]])
+                       [o["kind"] for o in report["objects"] if not o["ok"]],
+            drop_error=report.get("drop_error"))
     ctx.emit(report, _drill_text(report))
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
