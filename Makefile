@@ -5,10 +5,15 @@ STAMP  := $(VENV)/.requirements.sha256
 # Debian packages the tests start for real: a MariaDB server, its client tools and zstd.
 SYSTEM_PACKAGES := mariadb-server mariadb-client zstd
 
-.PHONY: test venv system-deps preview bench clean
+.PHONY: test lint venv system-deps preview bench clean
 
-test: system-deps venv
+test: system-deps venv lint
 	$(PY) -m pytest
+
+# ruff (lint + import order) and mypy, configured in pyproject.toml: a finding fails `make test`.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 preview: venv
 	$(PY) scripts/backupctl preview

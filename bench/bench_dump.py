@@ -4,7 +4,7 @@
 Starts its own MariaDB server and moto S3 server, builds a ~100 MB and a ~1 GB database of CRM-like
 rows (GPS positions as the GT06 server writes them, customer notes), then for each size measures
   raw   mariadb-dump ... > /dev/null                       (the floor: what the dump alone costs)
-  ours  scripts/quickport_dump.py db ... (zstd, streamed multipart to S3, counts, SHA-256)
+  ours  scripts/agent/quickport_dump.py db ... (zstd, streamed multipart to S3, counts, SHA-256)
   seed  mariadb-dump > file; gzip file; aws s3 cp file.gz s3://...   (the classic script)
 Wall time is the best of --rounds runs; peak RSS is that of the largest process of each pipeline
 (wait4's ru_maxrss covers the process and every descendant it reaped). Prints ratios against raw.
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.quickport_dump import DUMP_OPTIONS  # noqa: E402
+from scripts.agent.quickport_dump import DUMP_OPTIONS  # noqa: E402
 from tests.fixtures.mariadb import BACKUP_PASSWORD, binaries_present, grant_backup, running_mariadb  # noqa: E402
 
 BUCKET = "qp-bench-dumps"
@@ -129,9 +129,10 @@ def main() -> int:
                 log(f"built in {time.perf_counter() - t:.0f}s")
                 dump = ["mariadb-dump", f"--defaults-file={defaults}", *DUMP_OPTIONS, name]
                 dump_file = Path(tmp) / f"{name}.sql"
-                methods = {
+                methods = {  # called in this iteration only: the loop variables are the ones meant
                     "raw": lambda: timed(dump, stdout=subprocess.DEVNULL),
-                    "ours": lambda: timed([sys.executable, str(ROOT / "scripts" / "quickport_dump.py"), "db",
+                    "ours": lambda: timed([sys.executable,
+                                           str(ROOT / "scripts" / "agent" / "quickport_dump.py"), "db",
                                            "--database", name, "--bucket", BUCKET, "--prefix", "bench",
                                            "--defaults-file", defaults], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

@@ -42,8 +42,8 @@ def main() -> int:
         parser.error("--runs must be at least 1")
 
     from components.config import read_stack_file, stack_file
-    from scripts.offline_engine import run_stack_program
-    from scripts.policy_gate import run_policy_gate
+    from scripts.offline.engine import run_stack_program
+    from scripts.offline.policy_gate import run_policy_gate
 
     raw = read_stack_file(stack_file("prod"))
     resources = run_stack_program(raw)

@@ -12,8 +12,9 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS, rotating_key, vault_lock
+from components.backup_vault import rotating_key, vault_lock
 from components.config import StackConfig, VaultLock
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:DailySnapshotPlan"
 # Names are scoped to the plan, so fixed names never clash and stay inside AWS's 50 characters.

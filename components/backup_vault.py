@@ -12,9 +12,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import StackConfig, VaultLock
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:BackupVault"
-STRATEGY_TAGS = {"Strategy": "quickport-backup"}
 
 # What AWS Backup Audit Manager's BACKUP_RECOVERY_POINT_MANUAL_DELETION_DISABLED control looks for:
 # a Deny of these actions to every principal on every resource of the vault.

@@ -12,9 +12,9 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS
 from components.config import Baseline, StackConfig
 from components.snapshot_lock import EbsSnapshotLock, EbsSnapshotLockArgs
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:BaselineSnapshots"
 

@@ -14,20 +14,15 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-NAMESPACE = "quickport-backup"
+from components.errors import ConfigError
+from components.naming import RESTORES_PREFIX, parse_snapshot_name
+from components.tags import NAMESPACE
+
 DEFAULT_REGION = "ap-south-1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# `backupctl restore-files` hands files back through <dump bucket>/restores/<run>/ (SSM command output).
-RESTORES_PREFIX = "restores"
-
 LOCK_MODES = ("governance", "compliance")
 COMPRESSIONS = ("zstd", "gzip")
-
-# prod-root-YYYY-MM-DD-before-<action>; the action is lowercase kebab-case, at most 48 characters.
-ACTION_MAX_LEN = 48
-ACTION_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-SNAPSHOT_NAME_RE = re.compile(r"^prod-root-(\d{4}-\d{2}-\d{2})-before-(.+)$")
 
 _ID_RE = {
     "instance": re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
@@ -44,10 +39,6 @@ DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 IAM_ROLE_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
-
-
-class ConfigError(ValueError):
-    """A stack configuration value is wrong. str() is the one line shown to the user."""
 
 
 # --- value checks: each returns the clean value or raises ConfigError naming the key --------------
@@ -90,33 +81,6 @@ def _mapping(key: str, value: Any, known: tuple[str, ...]) -> Mapping[str, Any]:
         raise _err(f"{key}.{unknown[0]}" if key else unknown[0], value[unknown[0]],
                    "unknown key; allowed keys are " + ", ".join(known))
     return value
-
-
-def validate_action(action: Any, key: str = "action") -> str:
-    """The <action> of a pre-maintenance name: lowercase kebab-case, at most 48 characters."""
-    if not isinstance(action, str) or len(action) > ACTION_MAX_LEN or not ACTION_RE.match(action):
-        raise ConfigError(
-            f"{key} {action!r}: must be lowercase kebab-case (a-z, 0-9, single hyphens between words), "
-            f"at most {ACTION_MAX_LEN} characters, e.g. 'php-upgrade'")
-    return action
-
-
-def parse_snapshot_name(name: Any, key: str = "name") -> tuple[dt.date, str]:
-    """Split 'prod-root-YYYY-MM-DD-before-<action>' into its real calendar date and action."""
-    rule = "must be prod-root-YYYY-MM-DD-before-<action> with a real date and a lowercase kebab-case action"
-    m = SNAPSHOT_NAME_RE.match(name) if isinstance(name, str) else None
-    if not m:
-        raise ConfigError(f"{key} {name!r}: {rule}")
-    try:
-        date = dt.date.fromisoformat(m.group(1))
-    except ValueError:
-        raise ConfigError(f"{key} {name!r}: {m.group(1)} is not a calendar date; {rule}") from None
-    validate_action(m.group(2), key=f"{key} {name!r} action")
-    return date, m.group(2)
-
-
-def snapshot_name(date: dt.date, action: str) -> str:
-    return f"prod-root-{date.isoformat()}-before-{validate_action(action)}"
 
 
 # --- the typed configuration ---------------------------------------------------------------------
@@ -370,8 +334,28 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
 
 # --- reading Pulumi.<stack>.yaml -----------------------------------------------------------------
 
-def stack_file(stack: str = "prod", root: Path = REPO_ROOT) -> Path:
-    return root / f"Pulumi.{stack}.yaml"
+def project_dir(start: Optional[Path] = None) -> Path:
+    """The Pulumi project: the nearest directory at or above `start` (default: the current one) with a
+    Pulumi.yaml, as the Pulumi CLI finds it; else this source tree when it is one (scripts/backupctl
+    run from elsewhere); else `start` itself (an installed backupctl outside any project)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "Pulumi.yaml").is_file():
+            return directory
+    return REPO_ROOT if (REPO_ROOT / "Pulumi.yaml").is_file() else here
+
+
+def stack_file(stack: str = "prod", root: Optional[Path] = None) -> Path:
+    """Pulumi.<stack>.yaml: in `root` if given; else the current directory's, else the project's. A
+    missing file comes back as the current directory's path, which the error then names."""
+    name = f"Pulumi.{stack}.yaml"
+    if root is not None:
+        return root / name
+    here = Path.cwd() / name
+    if here.is_file():
+        return here
+    project = project_dir() / name
+    return project if project.is_file() else here
 
 
 def read_stack_file(path: Path) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS, rotating_key
-from components.config import RESTORES_PREFIX, StackConfig
+from components.backup_vault import rotating_key
+from components.config import StackConfig
+from components.naming import RESTORES_PREFIX
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:DumpBucket"
 MIN_NONCURRENT_DAYS = 7  # a overwritten/deleted dump stays recoverable for at least a week

@@ -4,7 +4,7 @@ Seed rules: zero data loss (a consistent logical dump of the financial/CRM datab
 off the instance, independent of EBS) and least privilege (the instance role may only add objects
 under two prefixes, use the bucket key and read one password parameter).
 
-The SSM Command document embeds scripts/quickport_dump.py verbatim, so what runs on the instance is
+The SSM Command document embeds scripts/agent/quickport_dump.py verbatim, so what runs on the instance is
 exactly the reviewed, tested file of this commit; nothing has to be installed there beforehand.
 """
 from __future__ import annotations
@@ -14,16 +14,17 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS
-from components.config import DEFAULT_FILES, REPO_ROOT, RESTORES_PREFIX, DumpConfig, StackConfig
+from components.config import DEFAULT_FILES, REPO_ROOT, DumpConfig, StackConfig
+from components.naming import RESTORES_PREFIX
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:DumpDocument"
-DUMP_SCRIPT = REPO_ROOT / "scripts" / "quickport_dump.py"
+DUMP_SCRIPT = REPO_ROOT / "scripts" / "agent" / "quickport_dump.py"
 HEREDOC_END = "QUICKPORT_DUMP_PY_EOF"
 # Root-only tmpfs: the script is embedded once (AWS caps a document at 64 KB) and the second step
 # runs the copy the first step wrote, after checking its SHA-256 against the one in the document.
@@ -161,7 +162,7 @@ def document_content(script: str, files: tuple[str, ...], dumps: DumpConfig, reg
     defaults = {"Database": dumps.database, "Bucket": dumps.bucket_name, "Prefix": dumps.prefix,
                 "FilesPrefix": dumps.files_prefix, "PasswordParameter": dumps.password_parameter,
                 "User": dumps.user, "Compression": dumps.compression, "Region": region}
-    parameters = {}
+    parameters: dict[str, dict[str, Any]] = {}
     for name, pattern in PARAMETER_PATTERNS.items():
         parameters[name] = {"type": "String", "description": PARAMETER_DESCRIPTIONS[name],
                             "default": defaults[name], "allowedPattern": pattern}

@@ -13,10 +13,9 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS
+from components.tags import STRATEGY_TAG_KEY, STRATEGY_TAG_VALUE, STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:AccountGuardRails"
-STRATEGY_TAG_KEY, STRATEGY_TAG_VALUE = next(iter(STRATEGY_TAGS.items()))
 
 # Tagged snapshots (baselines) and AMIs (AWS Backup EC2 recovery points carry the tag too).
 DENIED_ON_TAGGED_SNAPSHOTS = ("ec2:DeleteSnapshot", "ec2:UnlockSnapshot", "ec2:DeleteTags")

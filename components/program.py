@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pulumi
 
-from components.config import NAMESPACE, TOP_LEVEL_KEYS, ConfigError, StackConfig, parse_config
+from components.config import TOP_LEVEL_KEYS, StackConfig, parse_config
+from components.errors import ConfigError
+from components.tags import NAMESPACE
 
 _OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files"}
 

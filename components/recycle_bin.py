@@ -12,8 +12,8 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import STRATEGY_TAGS
 from components.config import StackConfig
+from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:RecycleBin"
 RESOURCE_TYPES = ("EBS_SNAPSHOT", "EC2_IMAGE")

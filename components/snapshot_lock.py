@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import pulumi
-from pulumi.dynamic import (CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult,
-                            ResourceProvider, UpdateResult)
-from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN   # the SDK's "known only after apply" marker
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # the SDK's "known only after apply" marker
 
 LOCK_MODES = ("governance", "compliance")
 DAYS_RANGE = (1, 36500)          # LockSnapshot LockDuration (RetentionPeriodRequestDays)
@@ -213,7 +220,8 @@ class EbsSnapshotLockProvider(ResourceProvider):
         return expires + ADOPT_SLACK >= _now() + dt.timedelta(days=days)
 
     @staticmethod
-    def _refuse_if_ec2_forbids(snapshot_id: str, live: Optional[dict[str, Any]], mode: str, days: int) -> None:
+    def _refuse_if_ec2_forbids(snapshot_id: str, live: Optional[dict[str, Any]], mode: str,
+                               days: Optional[int]) -> None:
         """Past its cooling-off period a compliance lock can only be lengthened (EC2 LockSnapshot docs)."""
         if not live or live.get("LockState") != "compliance":
             return
@@ -223,7 +231,7 @@ class EbsSnapshotLockProvider(ResourceProvider):
                 f"snapshot {snapshot_id} is locked in compliance mode until {until} and past its cooling-off "
                 f"period; EC2 does not allow changing it to {mode}: keep mode compliance")
         current = int(live.get("LockDuration") or 0)
-        if days < current:
+        if days is not None and days < current:
             raise SnapshotLockError(
                 f"snapshot {snapshot_id} is locked in compliance mode for {current} days (until {until}); "
                 f"EC2 only allows extending it: days must be at least {current}, not {days}")

@@ -1,19 +1,24 @@
 """backupctl: the operator's side of the QuickPort backup strategy.
 
 Each module in scripts/commands/ adds its subcommands through `register(subparsers)`; a handler takes
-a Context and returns an exit code. Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage.
+a Context and returns an exit code. This module maps every way a command can end to an exit code in
+one place: 0 ok, 1 a check or AWS operation failed, 2 bad usage, 130 interrupted, 141 closed pipe.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
-from typing import Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from scripts import commands
-from scripts.common import EXIT_FAILED, EXIT_USAGE, CommandError, Context, UsageError, aws_error_message
+from scripts.aws.errors import describe, is_aws_error
+from scripts.aws.session import ClientFactory
+from scripts.commands.base import Context
+from scripts.errors import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CommandError, UsageError
 
 DESCRIPTION = """\
 Operator CLI for the QuickPort production backup strategy.
@@ -24,11 +29,16 @@ Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage or input.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with a single line (its default prints the whole usage block first)."""
+class _UsageExit(Exception):
+    """argparse found bad usage; carries its one-line message to main()."""
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (its default prints the whole usage block
+    first) and lets main() decide how to print it, so that --json still gets one document."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise _UsageExit(f"{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,15 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict] = None) -> int:
-    """Run one command. `clients` (tests only) pre-builds boto3 clients by service name."""
+def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict[str, Any]] = None) -> int:
+    """Run one command. `clients` pre-builds boto3 clients by service name (tests, the demo)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    ctx = Context(args=args, command=args.command, client_overrides=dict(clients or {}))
+    try:
+        args = parser.parse_args(argv)
+    except _UsageExit as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    ctx = Context(args=args, command=args.command, clients=ClientFactory(clients))
     try:
         return int(args.handler(ctx) or 0)
     except UsageError as e:
@@ -54,16 +69,14 @@ def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict] = None
     except CommandError as e:
         return _fail(ctx, EXIT_FAILED, "failed", str(e))
     except KeyboardInterrupt:
-        return _fail(ctx, 130, "interrupted", "interrupted by the user")
+        return _fail(ctx, EXIT_INTERRUPTED, "interrupted", "interrupted by the user")
+    except BrokenPipeError:
+        return _closed_pipe()
     except OSError as e:  # a local problem (a --to under a file, disk full, a missing tool): one line
         return _fail(ctx, EXIT_FAILED, "failed", str(e))
     except Exception as e:  # botocore errors and the like: one line, not a traceback
-        from botocore.exceptions import BotoCoreError, ClientError
-        from botocore.parsers import ResponseParserError
-        # ResponseParserError is no BotoCoreError: an endpoint that answers with an HTML page (a
-        # proxy, an emulator lacking the API) is still an AWS failure, not a crash.
-        if isinstance(e, (BotoCoreError, ClientError, ResponseParserError)):
-            return _fail(ctx, EXIT_FAILED, "AWS error", aws_error_message(e))
+        if is_aws_error(e):
+            return _fail(ctx, EXIT_FAILED, "AWS error", describe(e))
         raise
 
 
@@ -71,9 +84,26 @@ def _fail(ctx: Context, code: int, kind: str, message: str) -> int:
     """One line on stderr for people; with --json also one JSON document on stdout for machines."""
     print(f"backupctl {ctx.command}: {kind}: {message}", file=sys.stderr)
     if ctx.json:
-        print(json.dumps({"command": ctx.command, "ok": False, "exitCode": code, "error": message}))
+        try:
+            print(json.dumps({"command": ctx.command, "ok": False, "exitCode": code, "error": message}))
+        except BrokenPipeError:
+            return _closed_pipe()
     return code
 
 
-if __name__ == "__main__":
+def _closed_pipe() -> int:
+    """The reader went away (`backupctl ... | head`): stop quietly, as a shell pipeline expects.
+    Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def console_main() -> None:
+    """The `backupctl` console script (pyproject.toml)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,17 +1,14 @@
-"""Shared fixtures: the Pulumi mock-engine harness, one moto server, one MariaDB server.
+"""Shared fixtures, each part we test against in a module of its own under tests/fixtures/: the Pulumi
+mock engine, the policy pack, the stand-in AWS account on one emulator, one MariaDB server, and the CLI.
 
-Each lives in tests/fixtures/<part>.py; no test depends on another's state.
+They are wired here only; test modules import helpers and constants from them, never fixtures.
+No test depends on another's state.
 """
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 pytest_plugins = [
     "tests.fixtures.pulumi_engine",
-    "tests.fixtures.moto_server",
-    "tests.fixtures.mariadb",
     "tests.fixtures.policy_pack",
+    "tests.fixtures.aws_account",
+    "tests.fixtures.mariadb",
+    "tests.fixtures.cli",
 ]

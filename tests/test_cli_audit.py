@@ -1,11 +1,11 @@
 """`backupctl audit`: each check ok, FAIL, and could-not-check.
 
-EC2 instances/snapshots, S3, STS and AWS Backup plans/vaults/vault locks are moto in server mode
-(fixture `aws`). What moto lacks is stubbed with botocore's Stubber, which validates requests and
-responses against the service model: backup ListRecoveryPointsByBackupVault and
-GetBackupVaultAccessPolicy, the whole Recycle Bin (rbin) API, EC2 DescribeLockedSnapshots and
-GetSnapshotBlockPublicAccessState. On backup and ec2 only those operations are stubbed; every other
-call on the same client still reaches moto.
+EC2 instances/snapshots, S3, STS and AWS Backup plans/vaults/vault locks are the emulator (fixture
+`aws`), arranged by scripts/offline/standin.py. What moto lacks is stubbed with a PartialStubber,
+which validates requests and responses against the service model: backup
+ListRecoveryPointsByBackupVault and GetBackupVaultAccessPolicy, EC2 DescribeLockedSnapshots and
+GetSnapshotBlockPublicAccessState; on those clients every other call still reaches the emulator.
+The whole Recycle Bin (rbin) API is a plain Stubber: that client never reaches the emulator.
 """
 from __future__ import annotations
 
@@ -15,24 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import boto3
 import pytest
-import yaml
 from botocore.stub import ANY, Stubber
 
-from scripts import cli, quickport_dump
-from scripts.commands.audit import runs_at_least_daily
-from tests.fixtures.ec2_instance import PartialStubber
+from components.schedules import runs_at_least_daily
+from scripts.agent import quickport_dump
+from scripts.offline import standin
+from scripts.offline.stubs import PartialStubber
+from tests.fixtures.aws_account import BASELINE, Prod
+from tests.fixtures.cli import Backupctl
 
 REGION = "ap-south-1"
-ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "prod-root-2026-11-20-before-php-upgrade"
 VAULT = "quickport-prod-vault"
 PLAN = "quickport-prod-daily"
 BUCKET = "quickport-prod-db-dumps-ap-south-1"
 DB = "quickport_crm_laravel"
 ACCOUNT = "123456789012"   # moto's default account
-MOTO_AMI = "ami-785db401"  # an Ubuntu AMI moto ships, root /dev/sda1; listing all AMIs costs seconds
 
 
 @dataclass
@@ -48,12 +46,10 @@ def _now() -> dt.datetime:
 
 @dataclass
 class Account:
-    """A strategy-compliant account in moto, plus the stubbed answers of the APIs moto lacks."""
-    config_file: Path
-    instance_id: str
-    root_volume_id: str
+    """A strategy-compliant stand-in account, plus the stubbed answers of the APIs moto lacks."""
+    prod: Prod
     baseline_snapshot_id: str
-    log_file: Path
+    backupctl: Backupctl
     recovery_points: Any = None
     vault_policy: Any = None
     rbin_rules: Any = None
@@ -61,12 +57,19 @@ class Account:
     block_public_access: Any = "block-all-sharing"
     stubbers: list = field(default_factory=list)
 
+    @property
+    def config_file(self) -> Path:
+        return self.prod.config_file
+
+    @property
+    def log_file(self) -> Path:
+        return self.prod.log_file
+
+    def client(self, service: str) -> Any:
+        return self.prod.client(service)
+
     def instance_arn(self) -> str:
-        return f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{self.instance_id}"
-
-
-def _client(service: str):
-    return boto3.client(service, region_name=REGION)
+        return f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{self.prod.instance_id}"
 
 
 def _good_policy() -> dict:
@@ -102,7 +105,7 @@ def _lock(snapshot_id: str, state: str = "governance", days_left: int = 20) -> d
 
 
 def _write_dump(s3, age_hours: float = 2.0) -> None:
-    """A good dump as scripts/quickport_dump.py leaves it: the object, then publish() writes the
+    """A good dump as scripts/agent/quickport_dump.py leaves it: the object, then publish() writes the
     manifest and latest.json."""
     end = _now() - dt.timedelta(hours=age_hours)
     key = f"mysql/{DB}/{end:%Y/%m/%d}/{DB}-{end:%Y%m%dT%H%M%SZ}.sql.zst"
@@ -124,49 +127,15 @@ def plan_rule() -> Optional[dict]:
 
 
 @pytest.fixture
-def account(aws, tmp_path, plan_rule) -> Account:
-    """Arrange a compliant account with the same APIs the strategy's resources use."""
-    ec2 = _client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    ami = MOTO_AMI
-    inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.small",
-                             SubnetId=subnet)["Instances"][0]
-    instance_id = inst["InstanceId"]
-    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    root = next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]
-                if m["DeviceName"] == inst["RootDeviceName"])
-    alloc = ec2.allocate_address(Domain="vpc")["AllocationId"]
-    ec2.associate_address(InstanceId=instance_id, AllocationId=alloc)
-    snap = ec2.create_snapshot(VolumeId=root, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
-        {"Key": "Name", "Value": BASELINE}, {"Key": "Strategy", "Value": "quickport-backup"}]}])["SnapshotId"]
-
-    backup = _client("backup")
-    backup.create_backup_vault(BackupVaultName=VAULT)
-    backup.put_backup_vault_lock_configuration(BackupVaultName=VAULT, MinRetentionDays=7, MaxRetentionDays=35)
-    if plan_rule is not None:
-        backup.create_backup_plan(BackupPlan={"BackupPlanName": PLAN, "Rules": [
-            {"RuleName": "daily", "TargetBackupVaultName": VAULT, **plan_rule}]})
-
-    s3 = _client("s3")
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/quickport-dumps"},
-        "BucketKeyEnabled": True}]})
-    _write_dump(s3)
-
-    raw = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
-    cfg = raw["config"]
-    cfg["quickport-backup:instanceId"] = instance_id
-    cfg["quickport-backup:rootVolumeId"] = root
-    cfg["quickport-backup:elasticIpAllocationId"] = alloc
-    cfg["quickport-backup:baselines"][0]["volumeId"] = root
-    config_file = tmp_path / "Pulumi.prod.yaml"
-    config_file.write_text(yaml.safe_dump(raw))
-    acct = Account(config_file, instance_id, root, snap, tmp_path / "ops.jsonl")
+def account(prod_instance, plan_rule, backupctl) -> Account:
+    """The production instance (fixture prod_instance) with what the strategy makes around it: the
+    locked baseline, the locked vault and its plan, the hardened dump bucket with a fresh dump."""
+    snap = standin.tag_snapshot(prod_instance, BASELINE)
+    standin.build_vault_and_plan(REGION, VAULT, PLAN, min_days=7, max_days=35,
+                                 rule={} if plan_rule is None else plan_rule)
+    standin.build_dump_bucket(REGION, BUCKET)
+    _write_dump(prod_instance.client("s3"))
+    acct = Account(prod_instance, snap, backupctl)
     acct.recovery_points = [_recovery_point(acct, 3), _recovery_point(acct, 27)]
     acct.vault_policy = _good_policy()
     acct.rbin_rules = [_rbin_rule()]
@@ -183,7 +152,7 @@ def _answer(stubber: Stubber, operation: str, value: Any, response: dict, expect
 
 
 def _stubbed_clients(acct: Account) -> dict:
-    backup, ec2, rbin = _client("backup"), _client("ec2"), _client("rbin")
+    backup, ec2, rbin = acct.client("backup"), acct.client("ec2"), acct.client("rbin")
     b = PartialStubber(backup, {"ListRecoveryPointsByBackupVault", "GetBackupVaultAccessPolicy"})
     _answer(b, "list_recovery_points_by_backup_vault", acct.recovery_points,
             {"RecoveryPoints": acct.recovery_points if isinstance(acct.recovery_points, list) else []},
@@ -219,17 +188,19 @@ def _stubbed_clients(acct: Account) -> dict:
 
 
 def run_audit(acct: Account, *extra: str) -> tuple[int, dict]:
-    import io
-    from contextlib import redirect_stdout
-    out = io.StringIO()
-    with redirect_stdout(out):
-        rc = cli.main(["audit", "--json", "--config-file", str(acct.config_file),
-                       "--log-file", str(acct.log_file), *extra], clients=_stubbed_clients(acct))
-    return rc, json.loads(out.getvalue())
+    result = acct.backupctl("audit", "--json", "--config-file", str(acct.config_file),
+                            "--log-file", str(acct.log_file), *extra, clients=_stubbed_clients(acct))
+    return result.code, result.json()
 
 
 def status_of(doc: dict, name: str) -> dict:
     return next(c for c in doc["checks"] if c["name"] == name)
+
+
+def audit_check(acct: Account, name: str, *extra: str) -> dict:
+    """Run the audit; the result of the check named `name`."""
+    _, doc = run_audit(acct, *extra)
+    return status_of(doc, name)
 
 
 # --- the whole audit ----------------------------------------------------------------------------
@@ -248,11 +219,11 @@ def test_any_failed_check_makes_audit_exit_1(account):
     assert rc == 1 and doc["ok"] is False
 
 
-def test_audit_text_output_is_a_table_with_one_line_per_check(account, capsys):
-    rc = cli.main(["audit", "--config-file", str(account.config_file), "--log-file", str(account.log_file)],
-                  clients=_stubbed_clients(account))
-    out = capsys.readouterr().out
-    assert rc == 0
+def test_audit_text_output_is_a_table_with_one_line_per_check(account, backupctl):
+    result = backupctl("audit", "--config-file", str(account.config_file), "--log-file", str(account.log_file),
+                       clients=_stubbed_clients(account))
+    out = result.out
+    assert result.code == 0
     assert any(line.startswith("ok") and "vault-lock" in line for line in out.splitlines())
     assert "all checks ok" in out
 
@@ -264,43 +235,38 @@ def test_audit_appends_its_result_to_the_operations_log(account):
     assert record["command"] == "audit" and record["ok"] is False and record["not_ok"] == ["recycle-bin"]
 
 
-def test_bad_max_age_hours_exits_2_naming_the_flag(account, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["audit", "--config-file", str(account.config_file), "--max-age-hours", "soon"])
-    assert exc.value.code == 2 and "--max-age-hours" in capsys.readouterr().err
+def test_bad_max_age_hours_exits_2_naming_the_flag(account, backupctl):
+    result = backupctl("audit", "--config-file", str(account.config_file), "--max-age-hours", "soon")
+    assert result.code == 2 and "--max-age-hours" in result.err
 
 
-def test_bad_stack_config_exits_2_before_any_aws_call(account, tmp_path, capsys):
+def test_bad_stack_config_exits_2_before_any_aws_call(account, tmp_path, backupctl):
     bad = tmp_path / "bad.yaml"
     bad.write_text(account.config_file.read_text().replace("retentionDays: 7", "retentionDays: seven", 1))
-    rc = cli.main(["audit", "--config-file", str(bad)], clients=_stubbed_clients(account))
-    assert rc == 2 and "retentionDays" in capsys.readouterr().err
+    result = backupctl("audit", "--config-file", str(bad), clients=_stubbed_clients(account))
+    assert result.code == 2 and "retentionDays" in result.err
 
 
 # --- recovery point -----------------------------------------------------------------------------
 
 def test_recovery_point_younger_than_26h_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "recovery-point")["status"] == "ok"
+    assert audit_check(account, "recovery-point")["status"] == "ok"
 
 
 def test_recovery_point_older_than_26h_fails(account):
     account.recovery_points = [_recovery_point(account, 30)]
-    _, doc = run_audit(account)
-    check = status_of(doc, "recovery-point")
+    check = audit_check(account, "recovery-point")
     assert check["status"] == "FAIL" and "30.0 h" in check["detail"]
 
 
 def test_only_a_failed_recent_recovery_point_fails(account):
     account.recovery_points = [_recovery_point(account, 1, status="PARTIAL")]
-    _, doc = run_audit(account)
-    assert status_of(doc, "recovery-point")["status"] == "FAIL"
+    assert audit_check(account, "recovery-point")["status"] == "FAIL"
 
 
 def test_recovery_point_max_age_is_configurable(account):
     account.recovery_points = [_recovery_point(account, 30)]
-    _, doc = run_audit(account, "--max-age-hours", "48")
-    assert status_of(doc, "recovery-point")["status"] == "ok"
+    assert audit_check(account, "recovery-point", "--max-age-hours", "48")["status"] == "ok"
 
 
 def test_recovery_points_access_denied_is_could_not_check_with_the_reason(account):
@@ -314,30 +280,26 @@ def test_recovery_points_access_denied_is_could_not_check_with_the_reason(accoun
 # --- backup plan --------------------------------------------------------------------------------
 
 def test_backup_plan_with_7_day_daily_rule_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "backup-plan")["status"] == "ok"
+    assert audit_check(account, "backup-plan")["status"] == "ok"
 
 
 @pytest.mark.parametrize("plan_rule", [{"ScheduleExpression": "cron(0 20 * * ? *)",
                                         "Lifecycle": {"DeleteAfterDays": 3}}])
 def test_backup_plan_keeping_3_days_fails(account):
-    _, doc = run_audit(account)
-    check = status_of(doc, "backup-plan")
+    check = audit_check(account, "backup-plan")
     assert check["status"] == "FAIL" and "3 days" in check["detail"] and "at least 7" in check["detail"]
 
 
 @pytest.mark.parametrize("plan_rule", [{"ScheduleExpression": "cron(0 20 ? * SUN *)",
                                         "Lifecycle": {"DeleteAfterDays": 7}}])
 def test_weekly_backup_plan_fails(account):
-    _, doc = run_audit(account)
-    check = status_of(doc, "backup-plan")
+    check = audit_check(account, "backup-plan")
     assert check["status"] == "FAIL" and "does not run every day" in check["detail"]
 
 
 @pytest.mark.parametrize("plan_rule", [None])
 def test_missing_backup_plan_fails(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "backup-plan") == {"name": "backup-plan", "status": "FAIL",
+    assert audit_check(account, "backup-plan") == {"name": "backup-plan", "status": "FAIL",
                                              "detail": f"no backup plan named {PLAN}"}
 
 
@@ -351,45 +313,39 @@ def test_schedule_runs_at_least_daily_only_when_it_fires_every_day(expression, d
 # --- vault lock ---------------------------------------------------------------------------------
 
 def test_locked_vault_with_7_day_minimum_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-lock")["status"] == "ok"
+    assert audit_check(account, "vault-lock")["status"] == "ok"
 
 
 def test_vault_without_lock_fails(account):
-    _client("backup").delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
-    _, doc = run_audit(account)
-    check = status_of(doc, "vault-lock")
+    account.client("backup").delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
+    check = audit_check(account, "vault-lock")
     assert check["status"] == "FAIL" and "no vault lock" in check["detail"]
 
 
 def test_vault_lock_with_short_minimum_fails(account):
-    backup = _client("backup")
+    backup = account.client("backup")
     backup.delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
     backup.put_backup_vault_lock_configuration(BackupVaultName=VAULT, MinRetentionDays=1, MaxRetentionDays=35)
-    _, doc = run_audit(account)
-    check = status_of(doc, "vault-lock")
+    check = audit_check(account, "vault-lock")
     assert check["status"] == "FAIL" and "MinRetentionDays is 1" in check["detail"]
 
 
 def test_missing_vault_fails_rather_than_could_not_check(account):
-    backup = _client("backup")
+    backup = account.client("backup")
     backup.delete_backup_vault_lock_configuration(BackupVaultName=VAULT)
     backup.delete_backup_vault(BackupVaultName=VAULT)
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-lock")["status"] == "FAIL"
+    assert audit_check(account, "vault-lock")["status"] == "FAIL"
 
 
 # --- vault access policy ------------------------------------------------------------------------
 
 def test_vault_policy_denying_deletion_to_everyone_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+    assert audit_check(account, "vault-access-policy")["status"] == "ok"
 
 
 def test_vault_without_access_policy_fails(account):
     account.vault_policy = None
-    _, doc = run_audit(account)
-    check = status_of(doc, "vault-access-policy")
+    check = audit_check(account, "vault-access-policy")
     assert check["status"] == "FAIL" and "no access policy" in check["detail"]
 
 
@@ -397,8 +353,7 @@ def test_vault_policy_denying_only_to_one_role_fails(account):
     policy = _good_policy()
     policy["Statement"][0]["Principal"] = {"AWS": f"arn:aws:iam::{ACCOUNT}:role/intern"}
     account.vault_policy = policy
-    _, doc = run_audit(account)
-    check = status_of(doc, "vault-access-policy")
+    check = audit_check(account, "vault-access-policy")
     assert check["status"] == "FAIL" and "backup:DeleteRecoveryPoint" in check["detail"]
 
 
@@ -406,132 +361,114 @@ def test_vault_policy_with_a_condition_fails(account):
     policy = _good_policy()
     policy["Statement"][0]["Condition"] = {"StringEquals": {"aws:PrincipalTag/team": "dev"}}
     account.vault_policy = policy
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "FAIL"
+    assert audit_check(account, "vault-access-policy")["status"] == "FAIL"
 
 
 def test_vault_policy_denying_backup_wildcard_is_ok(account):
     policy = _good_policy()
     policy["Statement"][0]["Action"] = "backup:*"
     account.vault_policy = policy
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+    assert audit_check(account, "vault-access-policy")["status"] == "ok"
 
 
 def test_vault_policy_denying_on_one_recovery_point_only_fails(account):
     policy = _good_policy()
     policy["Statement"][0]["Resource"] = f"arn:aws:ec2:{REGION}::image/ami-0123456789abcdef0"
     account.vault_policy = policy
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "FAIL"
+    assert audit_check(account, "vault-access-policy")["status"] == "FAIL"
 
 
 def test_vault_policy_on_the_vault_arn_is_ok(account):
     policy = _good_policy()
     policy["Statement"][0]["Resource"] = f"arn:aws:backup:{REGION}:{ACCOUNT}:backup-vault:{VAULT}"
     account.vault_policy = policy
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "ok"
+    assert audit_check(account, "vault-access-policy")["status"] == "ok"
 
 
 def test_vault_policy_access_denied_is_could_not_check(account):
     account.vault_policy = ApiError("AccessDeniedException", "no backup:GetBackupVaultAccessPolicy", 403)
-    _, doc = run_audit(account)
-    assert status_of(doc, "vault-access-policy")["status"] == "could-not-check"
+    assert audit_check(account, "vault-access-policy")["status"] == "could-not-check"
 
 
 # --- recycle bin --------------------------------------------------------------------------------
 
 def test_locked_region_level_recycle_bin_rule_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "recycle-bin")["status"] == "ok"
+    assert audit_check(account, "recycle-bin")["status"] == "ok"
 
 
 def test_no_recycle_bin_rule_fails(account):
     account.rbin_rules = []
-    _, doc = run_audit(account)
-    assert status_of(doc, "recycle-bin")["status"] == "FAIL"
+    assert audit_check(account, "recycle-bin")["status"] == "FAIL"
 
 
 def test_unlocked_recycle_bin_rule_fails(account):
     account.rbin_rules = [_rbin_rule(lock_state=None)]
-    _, doc = run_audit(account)
-    check = status_of(doc, "recycle-bin")
+    check = audit_check(account, "recycle-bin")
     assert check["status"] == "FAIL" and "must be locked" in check["detail"]
 
 
 def test_pending_unlock_recycle_bin_rule_fails(account):
     account.rbin_rules = [_rbin_rule(lock_state="pending_unlock")]
-    _, doc = run_audit(account)
-    assert status_of(doc, "recycle-bin")["status"] == "FAIL"
+    assert audit_check(account, "recycle-bin")["status"] == "FAIL"
 
 
 def test_recycle_bin_rule_keeping_3_days_fails(account):
     account.rbin_rules = [_rbin_rule(retention_days=3)]
-    _, doc = run_audit(account)
-    check = status_of(doc, "recycle-bin")
+    check = audit_check(account, "recycle-bin")
     assert check["status"] == "FAIL" and "retains 3 days" in check["detail"]
 
 
 def test_tag_level_recycle_bin_rule_fails(account):
     account.rbin_rules = [_rbin_rule(lock_state=None, tags=[{"ResourceTagKey": "Strategy",
                                                             "ResourceTagValue": "quickport-backup"}])]
-    _, doc = run_audit(account)
-    check = status_of(doc, "recycle-bin")
+    check = audit_check(account, "recycle-bin")
     assert check["status"] == "FAIL" and "tag-level" in check["detail"]
 
 
 def test_recycle_bin_api_error_is_could_not_check(account):
     account.rbin_rules = ApiError("AccessDeniedException", "no rbin:ListRules", 403)
-    _, doc = run_audit(account)
-    check = status_of(doc, "recycle-bin")
+    check = audit_check(account, "recycle-bin")
     assert check["status"] == "could-not-check" and "rbin:ListRules" in check["detail"]
 
 
 # --- baselines ----------------------------------------------------------------------------------
 
 def test_completed_locked_baseline_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, f"baseline {BASELINE}")["status"] == "ok"
+    assert audit_check(account, f"baseline {BASELINE}")["status"] == "ok"
 
 
 def test_missing_baseline_snapshot_fails(account):
-    _client("ec2").delete_snapshot(SnapshotId=account.baseline_snapshot_id)
+    account.client("ec2").delete_snapshot(SnapshotId=account.baseline_snapshot_id)
     account.locks = []
-    _, doc = run_audit(account)
-    check = status_of(doc, f"baseline {BASELINE}")
+    check = audit_check(account, f"baseline {BASELINE}")
     assert check["status"] == "FAIL" and "no snapshot" in check["detail"]
 
 
 def test_unlocked_baseline_fails(account):
     account.locks = []
-    _, doc = run_audit(account)
-    check = status_of(doc, f"baseline {BASELINE}")
+    check = audit_check(account, f"baseline {BASELINE}")
     assert check["status"] == "FAIL" and "not locked" in check["detail"]
 
 
 def test_baseline_with_expired_lock_fails(account):
     account.locks = [_lock(account.baseline_snapshot_id, state="expired", days_left=-1)]
-    _, doc = run_audit(account)
-    assert status_of(doc, f"baseline {BASELINE}")["status"] == "FAIL"
+    assert audit_check(account, f"baseline {BASELINE}")["status"] == "FAIL"
 
 
 def test_baseline_of_another_volume_fails(account):
-    ec2 = _client("ec2")
+    ec2 = account.client("ec2")
     other = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8)["VolumeId"]
     ec2.delete_snapshot(SnapshotId=account.baseline_snapshot_id)
     ec2.create_snapshot(VolumeId=other, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
         {"Key": "Name", "Value": BASELINE}]}])
     account.locks = []
-    _, doc = run_audit(account)
-    check = status_of(doc, f"baseline {BASELINE}")
+    check = audit_check(account, f"baseline {BASELINE}")
     assert check["status"] == "FAIL" and other in check["detail"]
 
 
 def test_baseline_lock_api_unavailable_is_could_not_check(account):
     account.locks = ApiError("InvalidAction", "The action DescribeLockedSnapshots is not valid", 400)
-    _, doc = run_audit(account)
-    check = status_of(doc, f"baseline {BASELINE}")
+    check = audit_check(account, f"baseline {BASELINE}")
     assert check["status"] == "could-not-check"
     assert account.baseline_snapshot_id in check["detail"] and "InvalidAction" in check["detail"]
 
@@ -539,74 +476,64 @@ def test_baseline_lock_api_unavailable_is_could_not_check(account):
 # --- snapshot block public access ---------------------------------------------------------------
 
 def test_block_all_sharing_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "snapshot-block-public-access")["status"] == "ok"
+    assert audit_check(account, "snapshot-block-public-access")["status"] == "ok"
 
 
 def test_block_new_sharing_only_fails(account):
     account.block_public_access = "block-new-sharing"
-    _, doc = run_audit(account)
-    check = status_of(doc, "snapshot-block-public-access")
+    check = audit_check(account, "snapshot-block-public-access")
     assert check["status"] == "FAIL" and "block-new-sharing" in check["detail"]
 
 
 def test_block_public_access_api_error_is_could_not_check(account):
     account.block_public_access = ApiError("UnauthorizedOperation", "not authorized", 403)
-    _, doc = run_audit(account)
-    assert status_of(doc, "snapshot-block-public-access")["status"] == "could-not-check"
+    assert audit_check(account, "snapshot-block-public-access")["status"] == "could-not-check"
 
 
 # --- dumps --------------------------------------------------------------------------------------
 
 def test_dump_finished_2h_ago_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "dump-fresh")["status"] == "ok"
+    assert audit_check(account, "dump-fresh")["status"] == "ok"
 
 
 def test_dump_finished_30h_ago_fails(account):
-    _write_dump(_client("s3"), age_hours=30)
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-fresh")
+    _write_dump(account.client("s3"), age_hours=30)
+    check = audit_check(account, "dump-fresh")
     assert check["status"] == "FAIL" and "30.0 h" in check["detail"]
 
 
 def test_without_latest_json_the_newest_manifest_counts(account):
-    _client("s3").delete_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json")
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-fresh")
+    account.client("s3").delete_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json")
+    check = audit_check(account, "dump-fresh")
     assert check["status"] == "ok" and check["detail"].endswith("ago") and ".manifest.json" in check["detail"]
 
 
 def test_no_dump_at_all_fails(account):
-    s3 = _client("s3")
+    s3 = account.client("s3")
     for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
         s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-fresh")
+    check = audit_check(account, "dump-fresh")
     assert check["status"] == "FAIL" and "no dump manifest" in check["detail"]
 
 
 def test_latest_json_pointing_at_a_missing_manifest_fails(account):
-    _client("s3").put_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json",
+    account.client("s3").put_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json",
                              Body=json.dumps({"manifest": f"mysql/{DB}/gone.manifest.json"}).encode())
-    _, doc = run_audit(account)
-    assert status_of(doc, "dump-fresh")["status"] == "FAIL"
+    assert audit_check(account, "dump-fresh")["status"] == "FAIL"
 
 
 def test_versioned_bucket_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "dump-bucket-versioning")["status"] == "ok"
+    assert audit_check(account, "dump-bucket-versioning")["status"] == "ok"
 
 
 def test_suspended_versioning_fails(account):
-    _client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-bucket-versioning")
+    account.client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    check = audit_check(account, "dump-bucket-versioning")
     assert check["status"] == "FAIL" and "Suspended" in check["detail"]
 
 
 def test_missing_dump_bucket_fails_every_bucket_check(account):
-    s3 = _client("s3")
+    s3 = account.client("s3")
     for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
         s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
     s3.delete_bucket(Bucket=BUCKET)
@@ -616,33 +543,30 @@ def test_missing_dump_bucket_fails_every_bucket_check(account):
 
 
 def test_full_public_access_block_is_ok(account):
-    _, doc = run_audit(account)
-    assert status_of(doc, "dump-bucket-public-access")["status"] == "ok"
+    assert audit_check(account, "dump-bucket-public-access")["status"] == "ok"
 
 
 def test_partial_public_access_block_fails_naming_the_flag(account):
-    _client("s3").put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
+    account.client("s3").put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": True})
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-bucket-public-access")
+    check = audit_check(account, "dump-bucket-public-access")
     assert check["status"] == "FAIL" and "BlockPublicPolicy" in check["detail"]
 
 
 def test_no_public_access_block_fails(account):
-    _client("s3").delete_public_access_block(Bucket=BUCKET)
-    _, doc = run_audit(account)
-    assert status_of(doc, "dump-bucket-public-access")["status"] == "FAIL"
+    account.client("s3").delete_public_access_block(Bucket=BUCKET)
+    assert audit_check(account, "dump-bucket-public-access")["status"] == "FAIL"
 
 
 def test_sse_kms_bucket_is_ok(account):
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-bucket-encryption")
-    assert check["status"] == "ok" and "alias/quickport-dumps" in check["detail"]
+    [rule] = account.client("s3").get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    key = rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"]
+    check = audit_check(account, "dump-bucket-encryption")
+    assert check["status"] == "ok" and key in check["detail"]
 
 
 def test_sse_s3_bucket_fails(account):
-    _client("s3").put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
+    account.client("s3").put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [{
         "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    _, doc = run_audit(account)
-    check = status_of(doc, "dump-bucket-encryption")
+    check = audit_check(account, "dump-bucket-encryption")
     assert check["status"] == "FAIL" and "AES256" in check["detail"]

@@ -1,10 +1,6 @@
 """backupctl's shared error handling: one line for people, one JSON document with --json, no traceback."""
-import json
-
 import boto3
 from botocore.parsers import ResponseParserError
-
-from scripts.cli import main
 
 
 def _ec2_answering_garbage():
@@ -20,25 +16,26 @@ def _ec2_answering_garbage():
     return ec2
 
 
-def test_unparseable_aws_answer_is_one_line_exit_1_not_a_traceback(tmp_path, capsys):
-    code = main(["verify", "snap-0123456789abcdef0", "--instance-id", "i-0123456789abcdef0",
-                 "--log-file", str(tmp_path / "ops.jsonl")], clients={"ec2": _ec2_answering_garbage()})
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
-    assert err == ["backupctl verify: AWS error: Unable to parse response (syntax error), invalid XML received"]
+def test_unparseable_aws_answer_is_one_line_exit_1_not_a_traceback(tmp_path, backupctl):
+    result = backupctl("verify", "snap-0123456789abcdef0", "--instance-id", "i-0123456789abcdef0",
+                       "--log-file", str(tmp_path / "ops.jsonl"), clients={"ec2": _ec2_answering_garbage()})
+    err = result.err.strip().splitlines()
+    assert result.code == 1
+    assert err == ["backupctl verify: AWS error: unreadable response from the endpoint (does it implement this "
+                   "API?): Unable to parse response (syntax error), invalid XML received"]
 
 
-def test_failure_with_json_still_prints_one_json_document(tmp_path, capsys):
-    code = main(["preview", "--json", "--config-file", str(tmp_path / "missing.yaml")])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 2
+def test_failure_with_json_still_prints_one_json_document(tmp_path, backupctl):
+    result = backupctl("preview", "--json", "--config-file", str(tmp_path / "missing.yaml"))
+    out = result.json()
+    assert result.code == 2
     assert out["ok"] is False and out["exitCode"] == 2 and "does not exist" in out["error"]
 
 
-def test_unreadable_config_file_is_a_one_line_usage_error_not_a_traceback(tmp_path, capsys):
-    code = main(["verify", "snap-0123456789abcdef0", "--config-file", str(tmp_path),
-                 "--log-file", str(tmp_path / "ops.jsonl")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+def test_unreadable_config_file_is_a_one_line_usage_error_not_a_traceback(tmp_path, backupctl):
+    result = backupctl("verify", "snap-0123456789abcdef0", "--config-file", str(tmp_path),
+                       "--log-file", str(tmp_path / "ops.jsonl"))
+    err = result.err.strip().splitlines()
+    assert result.code == 2
     assert err == [f"backupctl verify: error: --config-file {tmp_path}: the stack config file cannot be read "
                    "(Is a directory); must be a readable Pulumi.<stack>.yaml"]

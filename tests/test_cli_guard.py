@@ -1,22 +1,20 @@
 """`backupctl guard --action A -- COMMAND...`: COMMAND runs only after a verified snapshot.
 
-The CLI runs in-process against moto; a few tests run scripts/backupctl as a real subprocess to see
+The CLI runs in-process against the emulator; a few tests run the real launcher as a subprocess to see
 exactly what reaches stdout. The guarded COMMAND is a small Python program that records its argv.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from botocore.stub import ANY
 
-from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
-                                         prod_instance, prod_instance_without_eip, strategy_snapshots)
+from scripts.offline.stubs import PartialStubber
+from tests.fixtures.aws_account import strategy_snapshots
 
-ROOT = Path(__file__).resolve().parent.parent
 RECORDER = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:])); sys.exit(int(sys.argv[2]))"
 
 
@@ -59,9 +57,8 @@ def test_guard_does_not_run_the_command_when_the_checklist_fails(prod_instance_w
 
 
 def test_guard_does_not_run_the_command_when_the_snapshot_fails(prod_instance, backupctl, tmp_path):
-    import datetime as dt
     marker = tmp_path / "ran"
-    ec2 = ec2_client()
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, {"DescribeSnapshots"})
     name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
     stubber.add_response("describe_snapshots", {"Snapshots": []},
@@ -115,23 +112,18 @@ def test_guard_reports_127_for_a_command_that_does_not_exist(prod_instance, back
     assert "command not found" in result.err
 
 
-def _run_cli(*argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QUICKPORT_NO_VENV": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "backupctl"), *argv], env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_guard_json_keeps_stdout_one_document_while_the_command_prints(prod_instance, tmp_path):
+def test_guard_json_keeps_stdout_one_document_while_the_command_prints(prod_instance, backupctl, tmp_path):
     marker = tmp_path / "ran"
     chatty = [sys.executable, "-c", "print('hello from the maintenance command'); " + RECORDER,
               str(marker), "0"]
 
-    proc = _run_cli("guard", "--action", "php-upgrade", "--json", *prod_instance.common_args(), "--", *chatty)
+    proc = backupctl.launch("guard", "--action", "php-upgrade", "--json", *prod_instance.common_args(), "--",
+                            *chatty)
 
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    assert proc.code == 0, proc.err
+    doc = proc.json()
     assert doc["command"] == {"argv": chatty, "run": True, "exitCode": 0}
-    assert "hello from the maintenance command" in proc.stderr
+    assert "hello from the maintenance command" in proc.err
 
 
 def test_guard_json_reports_the_command_as_not_run_when_the_checklist_fails(prod_instance_without_eip, backupctl,

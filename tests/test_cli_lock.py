@@ -1,7 +1,7 @@
 """`backupctl lock` / `unlock`: EBS snapshot locks.
 
-Snapshots live in moto; LockSnapshot, UnlockSnapshot and DescribeLockedSnapshots (which moto lacks)
-are answered by a PartialStubber on the same client, so every request is checked against the EC2
+Snapshots live in the emulator; LockSnapshot, UnlockSnapshot and DescribeLockedSnapshots (which it
+lacks) are answered by a PartialStubber on the same client, so every request is checked against the EC2
 service model and the test fails if an operation is called that was not expected.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import datetime as dt
 
 import pytest
 
-from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
-                                         prod_instance)
+from scripts.offline import standin
+from scripts.offline.stubs import PartialStubber
 
 LOCK_OPS = {"LockSnapshot", "UnlockSnapshot", "DescribeLockedSnapshots"}
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
@@ -19,18 +19,15 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 
 @pytest.fixture
 def snapshot_id(prod_instance) -> str:
-    """Today's php-upgrade snapshot, made with the API `backupctl snapshot` uses."""
-    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
-    return prod_instance.ec2.create_snapshot(
-        VolumeId=prod_instance.root_volume_id, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
-            {"Key": "Name", "Value": name}, {"Key": "Strategy", "Value": "quickport-backup"},
-            {"Key": "Instance", "Value": prod_instance.instance_id}]}])["SnapshotId"]
+    """Today's php-upgrade snapshot, tagged as `backupctl snapshot` tags one."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return standin.tag_snapshot(prod_instance, f"prod-root-{today}-before-php-upgrade")
 
 
 @pytest.fixture
-def locks():
-    """An ec2 client on moto whose lock operations are stubbed."""
-    ec2 = ec2_client()
+def locks(prod_instance):
+    """An ec2 client on the emulator whose lock operations are stubbed."""
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, LOCK_OPS)
     with stubber:
         yield ec2, stubber

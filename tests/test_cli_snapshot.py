@@ -1,9 +1,9 @@
 """`backupctl snapshot`: the pre-maintenance snapshot of the root volume and the section 8 checklist.
 
-EC2 (instances, volumes, snapshots, EIPs, images, tags) and STS are moto in server mode (fixture
-`aws`). LockSnapshot, which moto lacks, and the snapshot states moto never produces (error, pending:
-moto completes snapshots at once) are answered by a PartialStubber on the same client: only the
-named operations are stubbed and checked against the service model, the rest reach moto.
+EC2 (instances, volumes, snapshots, EIPs, images, tags) and STS are the emulator (fixture `aws`).
+LockSnapshot, which it lacks, and the snapshot states it never produces (error, pending: moto
+completes snapshots at once) are answered by a PartialStubber on the same client: only the named
+operations are stubbed and checked against the service model, the rest reach the emulator.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import datetime as dt
 import pytest
 from botocore.stub import ANY
 
-from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
-                                         prod_instance, prod_instance_without_eip,
-                                         strategy_snapshots)
+from scripts.offline.stubs import PartialStubber
+from tests.fixtures.aws_account import strategy_snapshots
 
 TODAY = lambda: dt.datetime.now(dt.timezone.utc).date().isoformat()  # noqa: E731
 
@@ -89,7 +88,7 @@ def test_rerun_after_the_root_volume_changed_takes_a_new_snapshot(prod_instance,
     ec2.stop_instances(InstanceIds=[prod_instance.instance_id])
     ec2.detach_volume(VolumeId=prod_instance.root_volume_id, InstanceId=prod_instance.instance_id)
     new_root = ec2.create_volume(AvailabilityZone="ap-south-1a", Size=8)["VolumeId"]
-    ec2.attach_volume(VolumeId=new_root, InstanceId=prod_instance.instance_id, Device="/dev/sda1")
+    ec2.attach_volume(VolumeId=new_root, InstanceId=prod_instance.instance_id, Device=prod_instance.root_device)
 
     second = backupctl("snapshot", "--action", "php-upgrade", "--json", *prod_instance.common_args())
 
@@ -147,7 +146,7 @@ def _stub_fresh_snapshot_then(stubber, name, *states):
 
 
 def test_snapshot_ending_in_error_exits_1_with_the_state_message(prod_instance, backupctl):
-    ec2 = ec2_client()
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, {"DescribeSnapshots"})
     name = f"prod-root-{TODAY()}-before-php-upgrade"
     _stub_fresh_snapshot_then(stubber, name, {
@@ -163,7 +162,7 @@ def test_snapshot_ending_in_error_exits_1_with_the_state_message(prod_instance, 
 
 
 def test_wait_timeout_exits_1_and_says_how_to_check_later(prod_instance, backupctl):
-    ec2 = ec2_client()
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, {"DescribeSnapshots"})
     pending = {"SnapshotId": "snap-0123456789abcdef0", "VolumeId": prod_instance.root_volume_id,
                "State": "pending", "Progress": "12%"}
@@ -177,16 +176,24 @@ def test_wait_timeout_exits_1_and_says_how_to_check_later(prod_instance, backupc
     assert "backupctl verify" in result.err
 
 
-def test_lock_option_locks_the_completed_snapshot_in_governance_mode(prod_instance, backupctl):
-    ec2 = ec2_client()
+def _snapshot_and_lock(prod_instance, backupctl, answer: dict, request: dict, *flags: str):
+    """`backupctl snapshot --action php-upgrade FLAGS...` where LockSnapshot, which moto lacks, answers
+    `answer`; it must be called, once, with `request`."""
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, {"LockSnapshot"})
-    stubber.add_response("lock_snapshot", {"SnapshotId": "snap-0123456789abcdef0", "LockState": "governance",
-                                           "LockDuration": 14},
-                         {"SnapshotId": ANY, "LockMode": "governance", "LockDuration": 14})
+    stubber.add_response("lock_snapshot", {"SnapshotId": "snap-0123456789abcdef0", **answer},
+                         {"SnapshotId": ANY, **request})
     with stubber:
-        result = backupctl("snapshot", "--action", "php-upgrade", "--lock", "governance", "--lock-days", "14",
-                           "--json", *prod_instance.common_args(), clients={"ec2": ec2})
+        result = backupctl("snapshot", "--action", "php-upgrade", *flags, *prod_instance.common_args(),
+                           clients={"ec2": ec2})
         stubber.assert_no_pending_responses()
+    return result
+
+
+def test_lock_option_locks_the_completed_snapshot_in_governance_mode(prod_instance, backupctl):
+    result = _snapshot_and_lock(prod_instance, backupctl, {"LockState": "governance", "LockDuration": 14},
+                                {"LockMode": "governance", "LockDuration": 14},
+                                "--lock", "governance", "--lock-days", "14", "--json")
 
     assert result.code == 0, result.err
     assert result.json()["locks"][0]["LockState"] == "governance"
@@ -230,13 +237,8 @@ def test_unwritable_operations_log_fails_the_timestamp_item(prod_instance, backu
 
 
 def test_compliance_lock_option_with_yes_sends_the_cool_off_period(prod_instance, backupctl):
-    ec2 = ec2_client()
-    stubber = PartialStubber(ec2, {"LockSnapshot"})
-    stubber.add_response("lock_snapshot", {"SnapshotId": "snap-0123456789abcdef0", "LockState": "compliance-cooloff"},
-                         {"SnapshotId": ANY, "LockMode": "compliance", "LockDuration": 30, "CoolOffPeriod": 12})
-    with stubber:
-        result = backupctl("snapshot", "--action", "php-upgrade", "--lock", "compliance", "--lock-days", "30",
-                           "--cool-off-hours", "12", "--yes", *prod_instance.common_args(), clients={"ec2": ec2})
-        stubber.assert_no_pending_responses()
+    result = _snapshot_and_lock(prod_instance, backupctl, {"LockState": "compliance-cooloff"},
+                                {"LockMode": "compliance", "LockDuration": 30, "CoolOffPeriod": 12},
+                                "--lock", "compliance", "--lock-days", "30", "--cool-off-hours", "12", "--yes")
 
     assert result.code == 0, result.err

@@ -1,6 +1,6 @@
 """`backupctl snapshot` for OS, kernel or architecture changes (seed section 5): an AMI instead.
 
-moto makes the AMI (CreateImage, DescribeImages, tags). Two things moto cannot show are stubbed
+The emulator makes the AMI (CreateImage, DescribeImages, tags). Two things moto cannot show are stubbed
 with a PartialStubber (checked against the EC2 service model): the NoReboot flag CreateImage
 received (moto ignores it), and the AMI's root snapshot, which moto creates from a fresh volume
 instead of the instance's root volume (real AWS records the source volume as its VolumeId).
@@ -12,9 +12,9 @@ import datetime as dt
 import pytest
 from botocore.stub import ANY
 
-from scripts.commands.snapshots import needs_ami
-from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
-                                         prod_instance, strategy_snapshots)
+from scripts.offline.stubs import PartialStubber
+from scripts.workflows.snapshots import needs_ami
+from tests.fixtures.aws_account import strategy_snapshots
 
 TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 
@@ -42,7 +42,7 @@ def test_ordinary_actions_take_a_snapshot(action):
 
 def _stub_root_snapshot(inst):
     """The AMI's root snapshot as real AWS describes it: of the instance's root volume."""
-    ec2 = ec2_client()
+    ec2 = inst.client("ec2")
     stubber = PartialStubber(ec2, {"DescribeSnapshots"})
     stubber.add_response("describe_snapshots", {"Snapshots": [{
         "SnapshotId": "snap-0123456789abcdef0", "VolumeId": inst.root_volume_id, "State": "completed",
@@ -86,7 +86,7 @@ def test_same_day_rerun_reuses_the_ami(prod_instance, backupctl):
 
 def test_same_day_rerun_does_not_retag_the_amis_snapshots(prod_instance, backupctl):
     backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
-    ec2 = ec2_client()
+    ec2 = prod_instance.client("ec2")
     # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: nothing is
     # queued, so a CreateTags call would fail the command before it prints its JSON.
     with PartialStubber(ec2, {"CreateTags"}):
@@ -99,7 +99,7 @@ def test_same_day_rerun_does_not_retag_the_amis_snapshots(prod_instance, backupc
 def _create_image_only(inst, no_reboot: bool):
     """CreateImage is stubbed to see its parameters; the AMI then never appears, so the command
     stops at its (tiny) timeout."""
-    ec2 = ec2_client()
+    ec2 = inst.client("ec2")
     stubber = PartialStubber(ec2, {"CreateImage"})
     stubber.add_response("create_image", {"ImageId": "ami-0123456789abcdef0"}, {
         "InstanceId": inst.instance_id, "Name": f"prod-root-{TODAY}-before-os-upgrade", "NoReboot": no_reboot,

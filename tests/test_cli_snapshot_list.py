@@ -1,6 +1,6 @@
 """`backupctl list`: the strategy's snapshots with their lock mode and expiry.
 
-Snapshots live in moto; DescribeLockedSnapshots (which moto lacks) is answered by a PartialStubber
+Snapshots live in the emulator; DescribeLockedSnapshots (which moto lacks) is answered by a PartialStubber
 on the same client (checked against the EC2 service model)."""
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import datetime as dt
 
 import pytest
 
-from tests.fixtures.ec2_instance import (PartialStubber, backupctl, ec2_client,  # noqa: F401 (fixtures)
-                                         prod_instance)
+from scripts.offline.stubs import PartialStubber
 
 EXPIRES = dt.datetime(2026, 12, 20, 8, 0, tzinfo=dt.timezone.utc)
 
@@ -31,8 +30,8 @@ def three_snapshots(prod_instance):
 
 
 @pytest.fixture
-def locks():
-    ec2 = ec2_client()
+def locks(prod_instance):
+    ec2 = prod_instance.client("ec2")
     stubber = PartialStubber(ec2, {"DescribeLockedSnapshots"})
     with stubber:
         yield ec2, stubber
@@ -99,7 +98,8 @@ def test_list_json_gives_name_age_state_size_and_lock_per_snapshot(prod_instance
 
     row = next(r for r in doc["snapshots"] if r["SnapshotId"] == three_snapshots["tagged"])
     assert row["Name"] == "prod-root-2026-11-20-before-php-upgrade"
-    assert (row["State"], row["SizeGiB"], row["LockState"], row["LockExpiresOn"]) == ("completed", 8, "none", None)
+    # the stand-in's root volume is 20 GiB
+    assert (row["State"], row["SizeGiB"], row["LockState"], row["LockExpiresOn"]) == ("completed", 20, "none", None)
     assert row["Age"].endswith("m") or row["Age"].endswith("h")
 
 

@@ -1,9 +1,7 @@
-"""`backupctl verify`: the section 8 checklist re-run on an existing snapshot (moto server)."""
+"""`backupctl verify`: the section 8 checklist re-run on an existing snapshot (the emulator)."""
 from __future__ import annotations
 
 import datetime as dt
-
-from tests.fixtures.ec2_instance import backupctl, prod_instance  # noqa: F401 (fixtures)
 
 TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 
@@ -53,7 +51,7 @@ def test_verify_after_the_root_volume_was_replaced_fails(prod_instance, backupct
     ec2.stop_instances(InstanceIds=[prod_instance.instance_id])
     ec2.detach_volume(VolumeId=prod_instance.root_volume_id, InstanceId=prod_instance.instance_id)
     new_root = ec2.create_volume(AvailabilityZone="ap-south-1a", Size=8)["VolumeId"]
-    ec2.attach_volume(VolumeId=new_root, InstanceId=prod_instance.instance_id, Device="/dev/sda1")
+    ec2.attach_volume(VolumeId=new_root, InstanceId=prod_instance.instance_id, Device=prod_instance.root_device)
 
     result = backupctl("verify", snap["SnapshotId"], *prod_instance.common_args())
 

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from scripts import ec2ops
-from scripts.common import CommandError
+from scripts.aws import ec2 as ec2ops
+from scripts.errors import CommandError
 
 SNAP = "snap-0123456789abcdef0"
 

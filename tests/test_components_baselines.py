@@ -59,7 +59,8 @@ def test_two_baselines_get_distinct_snapshots_and_locks(run_component):
     baselines = tuple(
         Baseline(name=f"prod-root-2026-11-2{i}-before-step-{i}", volume_id="vol-0f1e2d3c4b5a69788",
                  lock=lock, date=dt.date(2026, 11, 20 + i), action=f"step-{i}") for i in (1, 2))
-    declared = run_component(lambda: BaselineSnapshots("b", BaselineSnapshotsArgs("ap-south-1", "i-0a1b2c3d4e5f67890", baselines)))
+    declared = run_component(
+        lambda: BaselineSnapshots("b", BaselineSnapshotsArgs("ap-south-1", "i-0a1b2c3d4e5f67890", baselines)))
     assert sorted(s.inputs["tags"]["Reason"] for s in declared.of_type("aws:ebs/snapshot:Snapshot")) == [
         "step-1", "step-2"]
     assert len(declared.of_type("pulumi-python:dynamic/quickport:EbsSnapshotLock")) == 2

@@ -9,10 +9,16 @@ import pytest
 
 from components.config import REPO_ROOT, DumpConfig
 from components.dump_document import (
-    INSTALL_DIR, PARAMETER_PATTERNS, DumpDocument, DumpDocumentArgs, DumpDocumentError,
-    install_and_run_commands, verify_and_run_commands)
+    INSTALL_DIR,
+    PARAMETER_PATTERNS,
+    DumpDocument,
+    DumpDocumentArgs,
+    DumpDocumentError,
+    install_and_run_commands,
+    verify_and_run_commands,
+)
 
-SHIPPED_SCRIPT = REPO_ROOT / "scripts" / "quickport_dump.py"
+SHIPPED_SCRIPT = REPO_ROOT / "scripts" / "agent" / "quickport_dump.py"
 PARAMETERS = ["Bucket", "Compression", "Database", "FilesPrefix", "PasswordParameter", "Prefix", "Region", "User"]
 INJECTIONS = ["; rm -rf /", "x'; rm -rf / #", "$(reboot)", "`id`", "a b", "a|b", "a&&b", "a\nrm -rf /", "'"]
 

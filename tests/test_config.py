@@ -1,15 +1,19 @@
 """The stack config: parsed once, every bad value stops with one line naming key, value and rule."""
 import copy
-import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from components.config import (ConfigError, load_stack_config, parse_config, parse_snapshot_name,
-                               read_stack_file, split_namespaces, stack_file)
-from tests.conftest import ROOT
+from components.config import (
+    ConfigError,
+    load_stack_config,
+    parse_config,
+    parse_snapshot_name,
+    read_stack_file,
+    split_namespaces,
+    stack_file,
+)
+from tests.fixtures.cli import launch
 
 
 def _prod_raw():
@@ -37,9 +41,11 @@ def test_defaults_implement_the_strategy_when_keys_are_omitted():
 
 
 @pytest.mark.parametrize("path, value, expected", [
-    (("backup", "retentionDays"), 0, "quickport-backup:backup.retentionDays = 0: must be a whole number from 1 to 36500"),
+    (("backup", "retentionDays"), 0,
+     "quickport-backup:backup.retentionDays = 0: must be a whole number from 1 to 36500"),
     (("backup", "retentionDays"), -3, "backup.retentionDays = -3"),
-    (("backup", "vaultLock", "mode"), "strict", "backup.vaultLock.mode = 'strict': must be one of governance, compliance"),
+    (("backup", "vaultLock", "mode"), "strict",
+     "backup.vaultLock.mode = 'strict': must be one of governance, compliance"),
     (("recycleBin", "unlockDelayDays"), 3, "recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"),
     (("recycleBin", "unlockDelayDays"), 31, "from 7 to 30"),
     (("recycleBin", "lock"), "yes", "recycleBin.lock = 'yes': must be true or false"),
@@ -104,11 +110,9 @@ def test_preview_exits_2_with_one_line_and_declares_nothing_on_bad_config(tmp_pa
     doc["config"]["quickport-backup:recycleBin"]["unlockDelayDays"] = 3
     bad = tmp_path / "Pulumi.bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "backupctl"), "preview", "--json",
-                           "--config-file", str(bad)], capture_output=True, text=True,
-                          env={"QUICKPORT_NO_VENV": "1", "PATH": "/usr/bin:/bin"})
+    proc = launch("preview", "--json", "--config-file", str(bad), env={"PATH": "/usr/bin:/bin"})
     message = "quickport-backup:recycleBin.unlockDelayDays = 3: must be a whole number from 7 to 30"
-    assert proc.returncode == 2
+    assert proc.code == 2
     # --json: still one document on stdout, and no resources in it.
-    assert json.loads(proc.stdout) == {"command": "preview", "ok": False, "exitCode": 2, "error": message}
-    assert proc.stderr.strip().splitlines() == [f"backupctl preview: error: {message}"]
+    assert proc.json() == {"command": "preview", "ok": False, "exitCode": 2, "error": message}
+    assert proc.err.strip().splitlines() == [f"backupctl preview: error: {message}"]

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from components.config import stack_file
-from scripts.cli import main as backupctl
 from tests.fixtures.mariadb import BACKUP_PASSWORD, s3_keys, seed_database
 
 SOURCE = "crm_cli"
@@ -28,52 +27,50 @@ def stack_config(tmp_path, dump_bucket, mariadb_server) -> str:
     return str(path)
 
 
-def run(stack_config, mariadb_server, tmp_path, *extra):
-    return backupctl(["db-backup", "--config-file", stack_config, "--socket", mariadb_server.socket,
-                      "--log-file", str(tmp_path / "ops.jsonl"), *extra])
+@pytest.fixture
+def run(backupctl, stack_config, mariadb_server, tmp_path):
+    """run(*flags): `backupctl db-backup` with the test's stack config, over the server's socket."""
+    def db_backup(*extra):
+        return backupctl("db-backup", "--config-file", stack_config, "--socket", mariadb_server.socket,
+                         "--log-file", str(tmp_path / "ops.jsonl"), *extra)
+    return db_backup
 
 
-def test_db_backup_takes_bucket_database_and_password_parameter_from_the_stack(stack_config, mariadb_server,
-                                                                              dump_bucket, tmp_path, capsys):
-    code = run(stack_config, mariadb_server, tmp_path, "--json")
-    manifest = json.loads(capsys.readouterr().out)
-    assert (code, manifest["database"], manifest["key"] in s3_keys(dump_bucket)) == (0, SOURCE, True)
+def test_db_backup_takes_bucket_database_and_password_parameter_from_the_stack(run, dump_bucket):
+    result = run("--json")
+    manifest = result.json()
+    assert (result.code, manifest["database"], manifest["key"] in s3_keys(dump_bucket)) == (0, SOURCE, True)
 
 
-def test_db_backup_logs_the_published_key(stack_config, mariadb_server, tmp_path, capsys):
-    run(stack_config, mariadb_server, tmp_path, "--json")
-    key = json.loads(capsys.readouterr().out)["key"]
-    events = [json.loads(l) for l in (tmp_path / "ops.jsonl").read_text().splitlines()]
+def test_db_backup_logs_the_published_key(run, tmp_path):
+    key = run("--json").json()["key"]
+    events = [json.loads(line) for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
     assert [(e["event"], e.get("key")) for e in events] == [("db-backup-started", None), ("db-backup-succeeded", key)]
 
 
-def test_db_backup_failure_exits_1_and_is_logged(stack_config, mariadb_server, tmp_path):
-    code = run(stack_config, mariadb_server, tmp_path, "--bucket", "qp-no-such-bucket")
-    events = [json.loads(l)["event"] for l in (tmp_path / "ops.jsonl").read_text().splitlines()]
+def test_db_backup_failure_exits_1_and_is_logged(run, tmp_path):
+    code = run("--bucket", "qp-no-such-bucket").code
+    events = [json.loads(line)["event"] for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
     assert (code, events) == (1, ["db-backup-started", "db-backup-failed"])
 
 
-def test_db_backup_with_defaults_file(stack_config, mariadb_server, backup_defaults, dump_bucket, tmp_path):
-    code = backupctl(["db-backup", "--config-file", stack_config, "--defaults-file", backup_defaults,
-                      "--log-file", str(tmp_path / "ops.jsonl")])
+def test_db_backup_with_defaults_file(backupctl, stack_config, backup_defaults, dump_bucket, tmp_path):
+    code = backupctl("db-backup", "--config-file", stack_config, "--defaults-file", backup_defaults,
+                     "--log-file", str(tmp_path / "ops.jsonl")).code
     assert (code, any(k.startswith(f"mysql/{SOURCE}/") and k.endswith(".sql.zst") for k in s3_keys(dump_bucket))) \
         == (0, True)
 
 
-def test_db_backup_missing_defaults_file_is_a_usage_error(stack_config, mariadb_server, tmp_path, capsys):
-    code = backupctl(["db-backup", "--config-file", stack_config, "--defaults-file", str(tmp_path / "nope.cnf"),
-                      "--log-file", str(tmp_path / "ops.jsonl")])
-    assert (code, "--defaults-file" in capsys.readouterr().err) == (2, True)
+def test_db_backup_missing_defaults_file_is_a_usage_error(backupctl, stack_config, tmp_path):
+    result = backupctl("db-backup", "--config-file", stack_config, "--defaults-file", str(tmp_path / "nope.cnf"),
+                       "--log-file", str(tmp_path / "ops.jsonl"))
+    assert (result.code, "--defaults-file" in result.err) == (2, True)
 
 
-def test_db_backup_bad_database_name_is_a_usage_error(stack_config, mariadb_server, tmp_path, capsys):
-    code = run(stack_config, mariadb_server, tmp_path, "--database", "crm;drop")
-    assert (code, "--database 'crm;drop'" in capsys.readouterr().err) == (2, True)
+def test_db_backup_bad_database_name_is_a_usage_error(run):
+    result = run("--database", "crm;drop")
+    assert (result.code, "--database 'crm;drop'" in result.err) == (2, True)
 
 
-def test_db_backup_both_credential_sources_is_a_usage_error(stack_config, mariadb_server, backup_defaults,
-                                                            tmp_path):
-    with pytest.raises(SystemExit) as exit_:
-        run(stack_config, mariadb_server, tmp_path, "--defaults-file", backup_defaults,
-            "--password-parameter", PARAMETER)
-    assert exit_.value.code == 2
+def test_db_backup_both_credential_sources_is_a_usage_error(run, backup_defaults):
+    assert run("--defaults-file", backup_defaults, "--password-parameter", PARAMETER).code == 2

@@ -1,13 +1,13 @@
 """db-restore-drill refuses what it must and reports mismatches (real MariaDB, moto server)."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import boto3
 import pytest
 
-from scripts import quickport_dump
-from scripts.cli import main as backupctl
+from scripts.agent import quickport_dump
 from tests.fixtures.mariadb import seed_database
 
 SOURCE = "crm_drill"
@@ -21,10 +21,14 @@ def manifest(mariadb_server, dump_bucket, backup_defaults) -> dict:
                                         defaults_file=backup_defaults)
 
 
-def drill(mariadb_server, bucket, tmp_path, *args):
-    return backupctl(["db-restore-drill", "--bucket", bucket, "--prefix", "mysql",
-                      "--defaults-file", mariadb_server.root_defaults, "--log-file", str(tmp_path / "ops.jsonl"),
-                      *args])
+@pytest.fixture
+def drill(backupctl, mariadb_server, dump_bucket, tmp_path):
+    """drill(*flags): `backupctl db-restore-drill` from the dump bucket, as MariaDB's root."""
+    def run(*args):
+        return backupctl("db-restore-drill", "--bucket", dump_bucket, "--prefix", "mysql",
+                         "--defaults-file", mariadb_server.root_defaults, "--log-file", str(tmp_path / "ops.jsonl"),
+                         *args)
+    return run
 
 
 def scratch_exists(mariadb_server) -> bool:
@@ -37,97 +41,82 @@ def rewrite_manifest(bucket: str, manifest: dict, **changes) -> None:
                   Body=json.dumps({**manifest, **changes}).encode())
 
 
-def test_drill_refuses_a_corrupted_dump_before_touching_the_server(manifest, mariadb_server, dump_bucket,
-                                                                   tmp_path, capsys):
+def test_drill_refuses_a_corrupted_dump_before_touching_the_server(manifest, mariadb_server, dump_bucket, drill):
     s3 = boto3.client("s3")
     body = bytearray(s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read())
     body[len(body) // 2] ^= 0xFF
     s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=bytes(body))
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch")
-    assert (code, "refusing to restore" in capsys.readouterr().err, scratch_exists(mariadb_server)) == \
-        (1, True, False)
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
+    assert (result.code, "refusing to restore" in result.err, scratch_exists(mariadb_server)) == (1, True, False)
 
 
-def test_drill_reports_a_row_count_mismatch(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+def test_drill_reports_a_row_count_mismatch(manifest, dump_bucket, drill):
     rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 2501})
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch", "--json")
-    report = json.loads(capsys.readouterr().out)
-    assert (code, [t["table"] for t in report["tables"] if not t["ok"]]) == (1, ["invoices"])
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
+    report = result.json()
+    assert (result.code, [t["table"] for t in report["tables"] if not t["ok"]]) == (1, ["invoices"])
 
 
-def test_drill_reports_a_table_missing_from_the_restore(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+def test_drill_reports_a_table_missing_from_the_restore(manifest, dump_bucket, drill):
     rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "payments": 10})
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch", "--json")
-    report = json.loads(capsys.readouterr().out)
-    assert (code, [(t["table"], t["restored"]) for t in report["tables"] if not t["ok"]]) == (1, [("payments", None)])
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
+    report = result.json()
+    assert (result.code, [(t["table"], t["restored"]) for t in report["tables"] if not t["ok"]]) == \
+        (1, [("payments", None)])
 
 
-def test_drill_reports_a_missing_trigger(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
+def test_drill_reports_a_missing_trigger(manifest, dump_bucket, drill):
     rewrite_manifest(dump_bucket, manifest, objects={**manifest["objects"], "triggers": ["invoices_audit", "gone"]})
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch", "--json")
-    report = json.loads(capsys.readouterr().out)
-    assert (code, [o["kind"] for o in report["objects"] if not o["ok"]]) == (1, ["triggers"])
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
+    report = result.json()
+    assert (result.code, [o["kind"] for o in report["objects"] if not o["ok"]]) == (1, ["triggers"])
 
 
-def test_drill_drops_the_scratch_database_after_a_mismatch(manifest, mariadb_server, dump_bucket, tmp_path):
+def test_drill_drops_the_scratch_database_after_a_mismatch(manifest, mariadb_server, dump_bucket, drill):
     rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 1})
-    drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-          "--target-database", "crm_drill_scratch")
+    drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
     assert scratch_exists(mariadb_server) is False
 
 
-def test_drill_refuses_a_target_equal_to_the_source(manifest, mariadb_server, dump_bucket, tmp_path):
-    assert drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", SOURCE) == 2
+def test_drill_refuses_a_target_equal_to_the_source(manifest, drill):
+    assert drill("--latest", "--database", SOURCE, "--target-database", SOURCE).code == 2
 
 
-def test_drill_refuses_an_existing_target_and_leaves_it_alone(manifest, mariadb_server, dump_bucket, tmp_path):
+def test_drill_refuses_an_existing_target_and_leaves_it_alone(manifest, mariadb_server, drill):
     mariadb_server.sql("CREATE DATABASE crm_drill_scratch; CREATE TABLE crm_drill_scratch.mine (id INT);")
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch")
+    code = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch").code
     assert (code, mariadb_server.sql("SHOW TABLES", "crm_drill_scratch")) == (2, [["mine"]])
 
 
-def test_drill_rejects_a_target_name_that_is_not_an_identifier(manifest, mariadb_server, dump_bucket, tmp_path,
-                                                               capsys):
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "x`; DROP DATABASE y")
-    assert (code, "--target-database" in capsys.readouterr().err) == (2, True)
+def test_drill_rejects_a_target_name_that_is_not_an_identifier(manifest, drill):
+    result = drill("--latest", "--database", SOURCE, "--target-database", "x`; DROP DATABASE y")
+    assert (result.code, "--target-database" in result.err) == (2, True)
 
 
-def test_drill_restores_an_explicit_manifest(manifest, mariadb_server, dump_bucket, tmp_path, capsys):
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--manifest", quickport_dump.manifest_key_for(manifest["key"]),
-                 "--target-database", "crm_drill_scratch", "--json")
-    assert (code, json.loads(capsys.readouterr().out)["database"]) == (0, SOURCE)
+def test_drill_restores_an_explicit_manifest(manifest, drill):
+    result = drill("--manifest", quickport_dump.manifest_key_for(manifest["key"]),
+                   "--target-database", "crm_drill_scratch", "--json")
+    assert (result.code, result.json()["database"]) == (0, SOURCE)
 
 
-def test_drill_without_a_dump_fails_with_one_line(mariadb_server, dump_bucket, tmp_path, capsys):
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", "crm_never_dumped",
-                 "--target-database", "crm_drill_scratch")
-    assert (code, len(capsys.readouterr().err.strip().splitlines())) == (1, 1)
+def test_drill_without_a_dump_fails_with_one_line(drill):
+    result = drill("--latest", "--database", "crm_never_dumped", "--target-database", "crm_drill_scratch")
+    assert (result.code, len(result.err.strip().splitlines())) == (1, 1)
 
 
-def test_drill_drops_the_scratch_database_when_the_restore_fails(manifest, mariadb_server, dump_bucket, tmp_path,
-                                                                 capsys):
+def test_drill_drops_the_scratch_database_when_the_restore_fails(manifest, mariadb_server, dump_bucket, drill):
     # A damaged dump whose manifest was rewritten to match it: the hash check passes, zstd then fails.
-    import hashlib
     s3 = boto3.client("s3")
     body = bytearray(s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read())
     body[len(body) // 2:len(body) // 2 + 64] = b"\0" * 64
     s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=bytes(body))
     rewrite_manifest(dump_bucket, manifest, sha256=hashlib.sha256(body).hexdigest(), bytes=len(body))
-    code = drill(mariadb_server, dump_bucket, tmp_path, "--latest", "--database", SOURCE,
-                 "--target-database", "crm_drill_scratch")
-    err = capsys.readouterr().err
-    assert (code, scratch_exists(mariadb_server)) == (1, False), err
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
+    assert (result.code, scratch_exists(mariadb_server)) == (1, False), result.err
 
 
 def test_drill_says_when_the_scratch_database_could_not_be_dropped(manifest, mariadb_server, dump_bucket,
-                                                                   tmp_path, capsys):
+                                                                   tmp_path, backupctl):
     # A drill user without DROP: the restore fails (the dump drops each table before creating it) and
     # so does the clean-up, which leaves a copy of production data on the server: the line must say so.
     mariadb_server.sql("CREATE USER IF NOT EXISTS 'drill_nodrop'@'localhost' IDENTIFIED BY 'pw-nodrop';"
@@ -135,11 +124,11 @@ def test_drill_says_when_the_scratch_database_could_not_be_dropped(manifest, mar
                        "REVOKE DROP ON `crm\\_drill\\_scratch`.* FROM 'drill_nodrop'@'localhost';")
     defaults = mariadb_server.defaults_file("drill_nodrop", "pw-nodrop", tmp_path / "nodrop")
     try:
-        code = backupctl(["db-restore-drill", "--bucket", dump_bucket, "--prefix", "mysql",
-                          "--defaults-file", defaults, "--log-file", str(tmp_path / "ops.jsonl"),
-                          "--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch"])
-        error = capsys.readouterr().err.strip().splitlines()[-1]
-        assert code == 1
+        result = backupctl("db-restore-drill", "--bucket", dump_bucket, "--prefix", "mysql",
+                           "--defaults-file", defaults, "--log-file", str(tmp_path / "ops.jsonl"),
+                           "--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
+        error = result.err.strip().splitlines()[-1]
+        assert result.code == 1
         assert "scratch database crm_drill_scratch was NOT dropped" in error and "drop it by hand" in error
         assert scratch_exists(mariadb_server)
     finally:

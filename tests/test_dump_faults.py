@@ -2,6 +2,7 @@
 latest.json untouched, no multipart upload left behind (real MariaDB, real processes, moto server)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from scripts import quickport_dump
+from scripts.agent import quickport_dump
+from scripts.offline.emulator import Emulator, free_port
 from tests.fixtures.mariadb import running_children, s3_keys, seed_database
 
 SCRIPT = str(Path(quickport_dump.__file__))
@@ -99,9 +101,7 @@ def test_wrong_password_publishes_nothing(published, mariadb_server, dump_bucket
 
 
 def test_unreachable_s3_endpoint_fails_without_publishing(published, dump_bucket, backup_defaults, monkeypatch):
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()   # bound, then released: nothing listens on it
     real_endpoint = os.environ["AWS_ENDPOINT_URL"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
@@ -111,12 +111,8 @@ def test_unreachable_s3_endpoint_fails_without_publishing(published, dump_bucket
 
 
 def test_s3_going_away_mid_stream_leaves_no_object(mariadb_server, dump_bucket, backup_defaults, big_database):
-    from moto.server import ThreadedMotoServer
-    from tests.fixtures.moto_server import _free_port
-    port = _free_port()
-    second = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state
-    second.start()
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_MAX_ATTEMPTS": "2"}
+    second = Emulator().start()   # a second server on the same in-process state, stopped mid-stream
+    env = {**os.environ, "AWS_ENDPOINT_URL": second.endpoint, "AWS_MAX_ATTEMPTS": "2"}
     proc = subprocess.Popen([sys.executable, SCRIPT, *dump_cli(dump_bucket, backup_defaults, big_database)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     upload = wait_for_uploaded_part(dump_bucket)
@@ -179,7 +175,6 @@ def test_backup_user_without_trigger_grant_is_refused(mariadb_server, dump_bucke
 
 
 def test_failure_with_json_prints_one_json_document(mariadb_server, aws, backup_defaults, capsys):
-    import json
     seed_database(mariadb_server, SOURCE)
     code = quickport_dump.main(dump_cli("qp-no-such-bucket", backup_defaults, SOURCE, "--json"))
     document = json.loads(capsys.readouterr().out)

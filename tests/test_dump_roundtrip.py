@@ -6,9 +6,9 @@ import json
 import re
 
 import boto3
+import pytest
 
-from scripts import quickport_dump
-from scripts.cli import main as backupctl
+from scripts.agent import quickport_dump
 from tests.fixtures.mariadb import SEED_TABLES, seed_database
 
 SOURCE = "crm_rt"
@@ -19,10 +19,14 @@ def dump(bucket: str, defaults: str, database: str = SOURCE, **kw) -> dict:
                                         defaults_file=defaults, **kw)
 
 
-def drill(bucket, mariadb_server, tmp_path, *extra):
-    return backupctl(["db-restore-drill", "--latest", "--bucket", bucket, "--prefix", "mysql",
-                      "--database", SOURCE, "--defaults-file", mariadb_server.root_defaults,
-                      "--log-file", str(tmp_path / "ops.jsonl"), "--json", *extra])
+@pytest.fixture
+def drill(backupctl, dump_bucket, mariadb_server, tmp_path):
+    """drill(*flags): `backupctl db-restore-drill` of SOURCE's latest dump, as MariaDB's root."""
+    def run(*extra):
+        return backupctl("db-restore-drill", "--latest", "--bucket", dump_bucket, "--prefix", "mysql",
+                         "--database", SOURCE, "--defaults-file", mariadb_server.root_defaults,
+                         "--log-file", str(tmp_path / "ops.jsonl"), "--json", *extra)
+    return run
 
 
 def test_manifest_counts_rows_per_table(mariadb_server, dump_bucket, backup_defaults):
@@ -54,19 +58,18 @@ def test_latest_json_points_at_the_published_manifest(mariadb_server, dump_bucke
     assert (latest["key"], published) == (manifest["key"], manifest)
 
 
-def test_drill_restores_latest_dump_with_matching_counts(mariadb_server, dump_bucket, backup_defaults,
-                                                         tmp_path, capsys):
+def test_drill_restores_latest_dump_with_matching_counts(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
     dump(dump_bucket, backup_defaults)
-    code = drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
-    report = json.loads(capsys.readouterr().out)
-    assert (code, report["ok"], {t["table"]: t["restored"] for t in report["tables"]}) == (0, True, SEED_TABLES)
+    result = drill("--target-database", "crm_rt_drill")
+    report = result.json()
+    assert (result.code, report["ok"], {t["table"]: t["restored"] for t in report["tables"]}) == (0, True, SEED_TABLES)
 
 
-def test_drill_drops_the_scratch_database_afterwards(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+def test_drill_drops_the_scratch_database_afterwards(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
     dump(dump_bucket, backup_defaults)
-    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    drill("--target-database", "crm_rt_drill")
     assert mariadb_server.sql("SHOW DATABASES LIKE 'crm\\_rt\\_drill'") == []
 
 
@@ -79,34 +82,34 @@ def _table_contents(db, database: str) -> dict:
     return contents
 
 
-def test_restored_data_equal_the_source(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+def test_restored_data_equal_the_source(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
     mariadb_server.drop_databases("crm_rt_kept")
     dump(dump_bucket, backup_defaults)
-    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_kept", "--keep")
+    drill("--target-database", "crm_rt_kept", "--keep")
     assert _table_contents(mariadb_server, "crm_rt_kept") == _table_contents(mariadb_server, SOURCE)
 
 
-def test_restored_trigger_still_fires(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+def test_restored_trigger_still_fires(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
     mariadb_server.drop_databases("crm_rt_kept")
     dump(dump_bucket, backup_defaults)
-    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_kept", "--keep")
+    drill("--target-database", "crm_rt_kept", "--keep")
     mariadb_server.sql("INSERT INTO invoices (customer_id, amount, issued) VALUES (1, 5, '2026-11-26')", "crm_rt_kept")
     assert mariadb_server.sql("SELECT message FROM `audit log`", "crm_rt_kept") == \
         mariadb_server.sql("SELECT CONCAT('invoice ', MAX(id)) FROM invoices", "crm_rt_kept")
 
 
-def test_gzip_dump_round_trips(mariadb_server, dump_bucket, backup_defaults, tmp_path, capsys):
+def test_gzip_dump_round_trips(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
     manifest = dump(dump_bucket, backup_defaults, compression="gzip")
-    code = drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
-    assert (manifest["key"].endswith(".sql.gz"), code, json.loads(capsys.readouterr().out)["ok"]) == (True, 0, True)
+    result = drill("--target-database", "crm_rt_drill")
+    assert (manifest["key"].endswith(".sql.gz"), result.code, result.json()["ok"]) == (True, 0, True)
 
 
-def test_drill_writes_the_operations_log(mariadb_server, dump_bucket, backup_defaults, tmp_path):
+def test_drill_writes_the_operations_log(mariadb_server, dump_bucket, backup_defaults, drill, tmp_path):
     seed_database(mariadb_server, SOURCE)
     dump(dump_bucket, backup_defaults)
-    drill(dump_bucket, mariadb_server, tmp_path, "--target-database", "crm_rt_drill")
+    drill("--target-database", "crm_rt_drill")
     events = [json.loads(line)["event"] for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
     assert events == ["db-restore-drill-started", "db-restore-drill-finished"]

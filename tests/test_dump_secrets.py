@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from scripts import quickport_dump
+from scripts.agent import quickport_dump
 from tests.fixtures.mariadb import BACKUP_PASSWORD, running_children
 
 SCRIPT = str(Path(quickport_dump.__file__))
@@ -48,10 +48,26 @@ def watch(proc: subprocess.Popen, on_poll) -> None:
     proc.communicate(timeout=60)
 
 
+def recording_shims(directory: Path, monkeypatch) -> Path:
+    """mariadb, mariadb-dump and zstd first on PATH as shims that append their name to names.log and
+    their argv and environment (as /proc shows them) to proc.log, then exec the real program with the
+    same argv and environment: a process too short-lived for the /proc poll is still seen."""
+    directory.mkdir()
+    for name in ("mariadb", "mariadb-dump", "zstd"):
+        shim = directory / name
+        shim.write_text(f'#!/bin/sh\necho {name} >> "{directory}/names.log"\n'
+                        f'cat /proc/$$/cmdline /proc/$$/environ >> "{directory}/proc.log"\n'
+                        f'exec "{quickport_dump.find_program(name)}" "$@"\n')
+        shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}:{os.environ['PATH']}")
+    return directory
+
+
 def test_password_never_in_a_started_process_cmdline_or_environ(mariadb_server, dump_bucket, password_parameter,
-                                                                big_database):
+                                                                big_database, tmp_path, monkeypatch):
     secret = BACKUP_PASSWORD.encode()
     leaks, seen = [], set()
+    shims = recording_shims(tmp_path / "bin", monkeypatch)
     proc = start_dump(dump_bucket, mariadb_server.socket, big_database)
 
     def poll():
@@ -61,6 +77,9 @@ def test_password_never_in_a_started_process_cmdline_or_environ(mariadb_server, 
                 if secret in read_proc(str(pid), part):
                     leaks.append((pid, name, part))
     watch(proc, poll)
+    seen.update((shims / "names.log").read_text().split())
+    if secret in (shims / "proc.log").read_bytes():
+        leaks.append(("a shim", "mariadb, mariadb-dump or zstd", "cmdline or environ"))
     assert (proc.returncode, {"mariadb", "mariadb-dump", "zstd"} <= seen, leaks) == (0, True, []), seen
 
 

@@ -7,7 +7,7 @@ import os
 import boto3
 import pytest
 
-from scripts import quickport_dump as qd
+from scripts.agent import quickport_dump as qd
 
 MIB = 1024 * 1024
 

@@ -10,8 +10,7 @@ import tarfile
 import boto3
 import pytest
 
-from scripts import quickport_dump
-from scripts.cli import main as backupctl
+from scripts.agent import quickport_dump
 from tests.fixtures.mariadb import s3_keys
 
 HOST = "prod-web-1"
@@ -35,9 +34,13 @@ def archive(bucket, paths, **kw):
     return quickport_dump.archive_files(paths=paths, bucket=bucket, prefix="files", host=HOST, **kw)
 
 
-def restore(bucket, path, to, log, *extra):
-    return backupctl(["files-restore", "--latest", "--bucket", bucket, "--prefix", "files", "--path", path,
-                      "--to", str(to), "--log-file", str(log), "--json", *extra])
+@pytest.fixture
+def restore(backupctl, dump_bucket, tmp_path):
+    """restore(path, to): `backupctl files-restore --latest` of `path` from the dump bucket into `to`."""
+    def run(path, to, *extra):
+        return backupctl("files-restore", "--latest", "--bucket", dump_bucket, "--prefix", "files", "--path", path,
+                         "--to", str(to), "--log-file", str(tmp_path / "ops.jsonl"), "--json", *extra)
+    return run
 
 
 def test_manifest_lists_each_file_with_size_and_sha256(dump_bucket, tree):
@@ -50,42 +53,43 @@ def test_manifest_lists_each_file_with_size_and_sha256(dump_bucket, tree):
 
 def test_archive_is_published_under_host_with_latest_json(dump_bucket, tree):
     manifest = archive(dump_bucket, [tree["env"]])
-    latest = json.loads(boto3.client("s3").get_object(Bucket=dump_bucket, Key=f"files/{HOST}/latest.json")["Body"].read())
+    latest = json.loads(
+        boto3.client("s3").get_object(Bucket=dump_bucket, Key=f"files/{HOST}/latest.json")["Body"].read())
     assert (manifest["key"].startswith(f"files/{HOST}/"), manifest["key"].endswith(".tar.zst"), latest["key"]) == \
         (True, True, manifest["key"])
 
 
-def test_restore_extracts_only_the_requested_file(dump_bucket, tree, tmp_path):
+def test_restore_extracts_only_the_requested_file(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"], tree["gt06"]])
     out = tmp_path / "out"
-    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
+    result = restore(tree["env"], out)
     restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert (code, restored) == (0, [tree["env"].lstrip("/")])
+    assert (result.code, restored) == (0, [tree["env"].lstrip("/")])
 
 
-def test_restored_file_is_byte_identical(dump_bucket, tree, tmp_path):
+def test_restored_file_is_byte_identical(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"], tree["gt06"]])
     out = tmp_path / "out"
-    restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
+    restore(tree["gt06"], out)
     restored = out / tree["gt06"].lstrip("/") / "config" / "devices.json"
     assert restored.read_bytes() == open(f"{tree['gt06']}/config/devices.json", "rb").read()
 
 
-def test_restore_keeps_symlinks_as_links(dump_bucket, tree, tmp_path):
+def test_restore_keeps_symlinks_as_links(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["gt06"]])
     out = tmp_path / "out"
-    restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
+    restore(tree["gt06"], out)
     assert os.readlink(out / tree["gt06"].lstrip("/") / "current") == "server.js"
 
 
-def test_restore_refuses_an_archive_whose_hash_differs(dump_bucket, tree, tmp_path, capsys):
+def test_restore_refuses_an_archive_whose_hash_differs(dump_bucket, restore, tree, tmp_path):
     manifest = archive(dump_bucket, [tree["env"]])
     s3 = boto3.client("s3")
     body = s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read()
     s3.put_object(Bucket=dump_bucket, Key=manifest["key"], Body=body[:-1] + bytes([body[-1] ^ 1]))
     out = tmp_path / "out"
-    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
-    assert (code, "does not match" in capsys.readouterr().err, out.exists()) == (1, True, False)
+    result = restore(tree["env"], out)
+    assert (result.code, "does not match" in result.err, out.exists()) == (1, True, False)
 
 
 def _publish_crafted_archive(bucket: str, members: dict[str, bytes]) -> None:
@@ -108,51 +112,51 @@ def _publish_crafted_archive(bucket: str, members: dict[str, bytes]) -> None:
     quickport_dump.publish(s3, bucket, f"files/{HOST}/latest.json", manifest)
 
 
-def test_restore_refuses_an_archive_with_a_dot_dot_member(dump_bucket, tmp_path, capsys):
+def test_restore_refuses_an_archive_with_a_dot_dot_member(dump_bucket, restore, tmp_path):
     _publish_crafted_archive(dump_bucket, {"etc/app.env": b"ok\n", "etc/../../escape": b"evil\n"})
     out = tmp_path / "deep" / "out"
-    code = restore(dump_bucket, "/etc/app.env", out, tmp_path / "ops.jsonl")
-    assert (code, "unsafe member" in capsys.readouterr().err, (tmp_path / "deep" / "escape").exists(),
+    result = restore("/etc/app.env", out)
+    assert (result.code, "unsafe member" in result.err, (tmp_path / "deep" / "escape").exists(),
             (out / "etc" / "app.env").exists()) == (1, True, False, False)
 
 
-def test_restore_refuses_an_archive_with_an_absolute_member(dump_bucket, tmp_path, capsys):
+def test_restore_refuses_an_archive_with_an_absolute_member(dump_bucket, restore, tmp_path):
     _publish_crafted_archive(dump_bucket, {"etc/app.env": b"ok\n", "/tmp/qp-absolute-member": b"evil\n"})
-    code = restore(dump_bucket, "/etc/app.env", tmp_path / "out", tmp_path / "ops.jsonl")
-    assert (code, "unsafe member" in capsys.readouterr().err, os.path.exists("/tmp/qp-absolute-member")) == \
+    result = restore("/etc/app.env", tmp_path / "out")
+    assert (result.code, "unsafe member" in result.err, os.path.exists("/tmp/qp-absolute-member")) == \
         (1, True, False)
 
 
-def test_restore_never_overwrites_an_existing_file(dump_bucket, tree, tmp_path):
+def test_restore_never_overwrites_an_existing_file(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"]])
     out = tmp_path / "out"
     existing = out / tree["env"].lstrip("/")
     existing.parent.mkdir(parents=True)
     existing.write_text("local edit\n")
-    code = restore(dump_bucket, tree["env"], out, tmp_path / "ops.jsonl")
-    assert (code, existing.read_text()) == (2, "local edit\n")
+    result = restore(tree["env"], out)
+    assert (result.code, existing.read_text()) == (2, "local edit\n")
 
 
-def test_restore_of_a_path_not_in_the_archive_fails(dump_bucket, tree, tmp_path):
+def test_restore_of_a_path_not_in_the_archive_fails(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"]])
-    assert restore(dump_bucket, "/etc/not-archived", tmp_path / "out", tmp_path / "ops.jsonl") == 1
+    assert restore("/etc/not-archived", tmp_path / "out").code == 1
 
 
-def test_restore_with_a_relative_path_is_a_usage_error(dump_bucket, tree, tmp_path):
-    assert restore(dump_bucket, "var/www/quickport/.env", tmp_path / "out", tmp_path / "ops.jsonl") == 2
+def test_restore_with_a_relative_path_is_a_usage_error(restore, tree, tmp_path):
+    assert restore("var/www/quickport/.env", tmp_path / "out").code == 2
 
 
-def test_restore_finds_the_only_host_without_host_option(dump_bucket, tree, tmp_path):
+def test_restore_finds_the_only_host_without_host_option(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"]])
-    code = restore(dump_bucket, tree["env"], tmp_path / "out", tmp_path / "ops.jsonl")
-    assert (code, (tmp_path / "out" / tree["env"].lstrip("/")).exists()) == (0, True)
+    result = restore(tree["env"], tmp_path / "out")
+    assert (result.code, (tmp_path / "out" / tree["env"].lstrip("/")).exists()) == (0, True)
 
 
-def test_restore_requires_host_when_several_hosts_exist(dump_bucket, tree, tmp_path, capsys):
+def test_restore_requires_host_when_several_hosts_exist(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"]])
     quickport_dump.archive_files(paths=[tree["env"]], bucket=dump_bucket, prefix="files", host="other-host")
-    code = restore(dump_bucket, tree["env"], tmp_path / "out", tmp_path / "ops.jsonl")
-    assert (code, "other-host" in capsys.readouterr().err) == (2, True)
+    result = restore(tree["env"], tmp_path / "out")
+    assert (result.code, "other-host" in result.err) == (2, True)
 
 
 def test_files_cli_archives_with_the_stable_arguments(dump_bucket, tree, capsys):
@@ -169,21 +173,21 @@ def test_files_missing_path_fails_without_publishing(dump_bucket, tree):
     assert (code, s3_keys(dump_bucket)) == (1, [])
 
 
-def test_restore_refuses_a_link_leaving_the_target_in_one_line_writing_nothing(dump_bucket, tree, tmp_path, capsys):
+def test_restore_refuses_a_link_leaving_the_target_in_one_line_writing_nothing(dump_bucket, restore, tree, tmp_path):
     # e.g. Laravel's `storage:link` makes public/storage an absolute symlink: the "data" extraction
     # filter refuses it; that must be a one-line exit 1 before any file is written, not a traceback.
     (tree["root"] / "src" / "opt" / "gt06-server" / "logs").symlink_to("/var/log/gt06")
     archive(dump_bucket, [tree["gt06"]])
     out = tmp_path / "out"
-    code = restore(dump_bucket, tree["gt06"], out, tmp_path / "ops.jsonl")
-    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backupctl ")]
+    result = restore(tree["gt06"], out)
+    failures = [line for line in result.err.splitlines() if line.startswith("backupctl ")]
     written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
-    assert (code, len(failures), "/var/log/gt06" in failures[0], written) == (1, 1, True, [])
+    assert (result.code, len(failures), "/var/log/gt06" in failures[0], written) == (1, 1, True, [])
 
 
-def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, tree, tmp_path, capsys):
+def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, restore, tree, tmp_path):
     archive(dump_bucket, [tree["env"]])
     (tmp_path / "a-file").write_text("not a directory\n")
-    code = restore(dump_bucket, tree["env"], tmp_path / "a-file" / "out", tmp_path / "ops.jsonl")
-    failures = [line for line in capsys.readouterr().err.splitlines() if line.startswith("backupctl ")]
-    assert (code, len(failures), "Not a directory" in failures[0]) == (1, 1, True)
+    result = restore(tree["env"], tmp_path / "a-file" / "out")
+    failures = [line for line in result.err.splitlines() if line.startswith("backupctl ")]
+    assert (result.code, len(failures), "Not a directory" in failures[0]) == (1, 1, True)

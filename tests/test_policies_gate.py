@@ -16,8 +16,9 @@ import yaml
 
 from scripts import cli
 from scripts.commands import preview
-from scripts.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
-from scripts.policy_gate import PolicyGate, PolicyPackError
+from scripts.commands.base import Context
+from scripts.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from scripts.offline.policy_gate import PolicyGate, PolicyPackError
 from tests.fixtures.policy_pack import Resources, violations_of
 
 NS = "quickport-backup"
@@ -34,10 +35,9 @@ def write_stack(tmp_path: Path, prod_config: dict, **changes) -> Path:
     return path
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(["preview", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+def run_cli(backupctl, *argv: str) -> tuple[int, str, str]:
+    result = backupctl("preview", *argv)
+    return result.code, result.out, result.err
 
 
 def report(capsys, prod_config, resources, *argv: str) -> tuple[int, str]:
@@ -54,14 +54,14 @@ def shipped(prod_stack) -> Resources:
 
 # --- the shipped stack -----------------------------------------------------------------------------
 
-def test_shipped_prod_stack_passes_every_policy(capsys):
-    code, out, _ = run_cli(capsys)
+def test_shipped_prod_stack_passes_every_policy(backupctl):
+    code, out, _ = run_cli(backupctl)
     assert code == EXIT_OK
     assert "quickport-backup-policies@v0.1.0: no violations" in out
 
 
-def test_json_output_lists_no_violations_for_shipped_stack(capsys):
-    code, out, _ = run_cli(capsys, "--json")
+def test_json_output_lists_no_violations_for_shipped_stack(backupctl):
+    code, out, _ = run_cli(backupctl, "--json")
     document = json.loads(out)
     assert code == EXIT_OK and document["violations"] == []
     assert document["policyPack"] == {"name": "quickport-backup-policies", "version": "0.1.0"}
@@ -69,19 +69,19 @@ def test_json_output_lists_no_violations_for_shipped_stack(capsys):
 
 # --- config variants -------------------------------------------------------------------------------
 
-def test_three_day_backup_retention_fails_the_gate(capsys, tmp_path, prod_config):
+def test_three_day_backup_retention_fails_the_gate(backupctl, tmp_path, prod_config):
     stack = write_stack(tmp_path, prod_config, backup={
         "retentionDays": 3, "vaultLock": {"mode": "governance", "minRetentionDays": 3, "maxRetentionDays": 35}})
-    code, out, _ = run_cli(capsys, "--config-file", str(stack))
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack))
     assert code == EXIT_FAILED
     assert "[mandatory]  backup-retention-minimum" in out
     assert "keeps recovery points 3 days; the strategy requires at least 7" in out
     assert "[mandatory]  backup-vault-locked" in out
 
 
-def test_one_day_recycle_bin_fails_the_gate(capsys, tmp_path, prod_config):
+def test_one_day_recycle_bin_fails_the_gate(backupctl, tmp_path, prod_config):
     stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
-    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--json")
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--json")
     assert code == EXIT_FAILED
     [violation] = json.loads(out)["violations"]
     assert violation["policy"] == "recycle-bin-retention-minimum" and violation["level"] == "mandatory"
@@ -89,31 +89,31 @@ def test_one_day_recycle_bin_fails_the_gate(capsys, tmp_path, prod_config):
     assert violation["urn"].endswith("::quickport-prod-recycle-bin-ebs-snapshot")
 
 
-def test_unlocked_recycle_bin_fails_the_gate(capsys, tmp_path, prod_config):
+def test_unlocked_recycle_bin_fails_the_gate(backupctl, tmp_path, prod_config):
     stack = write_stack(tmp_path, prod_config, recycleBin={"lock": False})
-    code, out, _ = run_cli(capsys, "--config-file", str(stack))
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack))
     assert code == EXIT_FAILED and "is not locked" in out
 
 
-def test_no_policies_skips_the_gate(capsys, tmp_path, prod_config):
+def test_no_policies_skips_the_gate(backupctl, tmp_path, prod_config):
     stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
-    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--no-policies", "--json")
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--no-policies", "--json")
     assert code == EXIT_OK and "violations" not in json.loads(out)
 
 
-def test_policy_config_file_raises_a_threshold_for_the_gate(capsys, tmp_path):
+def test_policy_config_file_raises_a_threshold_for_the_gate(backupctl, tmp_path):
     config = tmp_path / "policy-config.json"
     config.write_text(json.dumps({"dump-retention-minimum": {"minRetentionDays": 60}}))
-    code, out, _ = run_cli(capsys, "--policy-config", str(config))
+    code, out, _ = run_cli(backupctl, "--policy-config", str(config))
     assert code == EXIT_FAILED
     assert "deletes dumps after 30 days; the strategy requires at least 60" in out
 
 
-def test_policy_config_file_can_make_a_policy_advisory(capsys, tmp_path, prod_config):
+def test_policy_config_file_can_make_a_policy_advisory(backupctl, tmp_path, prod_config):
     stack = write_stack(tmp_path, prod_config, recycleBin={"retentionDays": 1})
     config = tmp_path / "policy-config.json"
     config.write_text(json.dumps({"recycle-bin-retention-minimum": "advisory"}))
-    code, out, _ = run_cli(capsys, "--config-file", str(stack), "--policy-config", str(config))
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--policy-config", str(config))
     assert code == EXIT_OK and "[advisory]  recycle-bin-retention-minimum" in out
 
 
@@ -123,22 +123,23 @@ def test_policy_config_file_can_make_a_policy_advisory(capsys, tmp_path, prod_co
     ("{not json", "not valid JSON"),
     ('["backup-retention-minimum"]', "must be a JSON object of policy name -> config"),
     ('{"all": "strict"}', "all.enforcementLevel = 'strict': must be one of advisory, mandatory, remediate, disabled"),
-    ('{"backup-retention-minimun": {"minRetentionDays": 7}}', "backup-retention-minimun: no such policy; allowed: all,"),
+    ('{"backup-retention-minimun": {"minRetentionDays": 7}}',
+     "backup-retention-minimun: no such policy; allowed: all,"),
     ('{"backup-retention-minimum": {"minDays": 7}}', "backup-retention-minimum.minDays: no such setting; allowed: "
                                                      "enforcementLevel, minRetentionDays"),
     ('{"backup-retention-minimum": {"minRetentionDays": 0}}', "backup-retention-minimum.minRetentionDays = 0"),
 ])
-def test_bad_policy_config_exits_2_with_one_line(capsys, tmp_path, content, expected):
+def test_bad_policy_config_exits_2_with_one_line(backupctl, tmp_path, content, expected):
     config = tmp_path / "policy-config.json"
     config.write_text(content)
-    code, out, err = run_cli(capsys, "--policy-config", str(config))
+    code, out, err = run_cli(backupctl, "--policy-config", str(config))
     assert code == EXIT_USAGE
-    [line] = [l for l in err.splitlines() if "error:" in l]
+    [line] = [row for row in err.splitlines() if "error:" in row]
     assert expected in line
 
 
-def test_missing_policy_config_file_exits_2(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "--policy-config", str(tmp_path / "absent.json"))
+def test_missing_policy_config_file_exits_2(backupctl, tmp_path):
+    code, _, err = run_cli(backupctl, "--policy-config", str(tmp_path / "absent.json"))
     assert code == EXIT_USAGE and "cannot read" in err
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from pulumi_policy import (PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions,
-                           ResourceValidationArgs, StackValidationArgs)
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+)
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 import tests.fixtures.policy_pack  # noqa: F401  puts policies/ on sys.path
@@ -199,6 +204,7 @@ def test_recycle_bin_rule_for_amis_only_does_not_cover_snapshots():
 def test_pack_imports_nothing_from_the_project():
     """The pack runs in its own environment under the CLI: only the SDKs and itself."""
     import ast
+
     from components.config import REPO_ROOT
     imported = set()
     for path in (REPO_ROOT / "policies").rglob("*.py"):

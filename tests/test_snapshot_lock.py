@@ -17,8 +17,7 @@ import pytest
 from botocore.stub import Stubber
 
 from components.config import REPO_ROOT
-from components.snapshot_lock import (EbsSnapshotLock, EbsSnapshotLockArgs, EbsSnapshotLockProvider,
-                                      SnapshotLockError)
+from components.snapshot_lock import EbsSnapshotLock, EbsSnapshotLockArgs, EbsSnapshotLockProvider, SnapshotLockError
 
 SNAP = "snap-0123456789abcdef0"
 OTHER_SNAP = "snap-0fedcba9876543210"
@@ -303,22 +302,25 @@ def test_update_extending_compliance_lock_after_cool_off_omits_cool_off_period(e
     stubber.assert_no_pending_responses()
 
 
-def test_update_shortening_compliance_lock_after_cool_off_is_refused(ec2, provider):
+def _update_after_cool_off_is_refused(ec2, provider, days: int, wanted: tuple[str, int], match: str) -> None:
+    """An update of a `days`-day compliance lock past its cool-off to `wanted` (mode, days) raises `match`,
+    having only described the lock."""
     _, stubber = ec2
-    _expect_describe(stubber, _lock_info("compliance", 60))
+    _expect_describe(stubber, _lock_info("compliance", days))
 
-    with pytest.raises(SnapshotLockError, match=r"only allows extending it: days must be at least 60, not 30"):
-        provider.update(SNAP, _state("compliance", 60), _inputs("compliance", 30))
+    with pytest.raises(SnapshotLockError, match=match):
+        provider.update(SNAP, _state("compliance", days), _inputs(*wanted))
     stubber.assert_no_pending_responses()
+
+
+def test_update_shortening_compliance_lock_after_cool_off_is_refused(ec2, provider):
+    _update_after_cool_off_is_refused(ec2, provider, 60, ("compliance", 30),
+                                      r"only allows extending it: days must be at least 60, not 30")
 
 
 def test_update_compliance_to_governance_after_cool_off_is_refused(ec2, provider):
-    _, stubber = ec2
-    _expect_describe(stubber, _lock_info("compliance", 30))
-
-    with pytest.raises(SnapshotLockError, match=r"does not allow changing it to governance"):
-        provider.update(SNAP, _state("compliance", 30), _inputs("governance", 30))
-    stubber.assert_no_pending_responses()
+    _update_after_cool_off_is_refused(ec2, provider, 30, ("governance", 30),
+                                      r"does not allow changing it to governance")
 
 
 def test_update_compliance_to_governance_during_cool_off_relocks(ec2, provider):

@@ -1,16 +1,13 @@
 """The whole program on the mock engine, as `pulumi preview` and `backupctl preview` run it."""
 import json
-import os
 import runpy
-import subprocess
-import sys
 
 import pulumi
 import pytest
 
 from components.config import REPO_ROOT, load_stack_config
 from components.stack import declare_stack
-from scripts.offline_engine import run_program
+from scripts.offline.engine import run_program
 
 COMPONENTS = ["quickport:backup:AccountGuardRails", "quickport:backup:BackupVault",
               "quickport:backup:BaselineSnapshots", "quickport:backup:DailySnapshotPlan",
@@ -91,16 +88,10 @@ def test_no_copy_vault_export_without_copy_region(exports):
     assert "copyVaultArn" not in exports
 
 
-def _preview_json(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QUICKPORT_NO_VENV": "1"}
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "backupctl"), "preview", "--json", *args],
-                          capture_output=True, text=True, env=env, timeout=120, cwd=REPO_ROOT)
-
-
-def test_backupctl_preview_json_lists_the_resources_with_protect_flags(prod_stack):
-    result = _preview_json()
-    assert result.returncode == 0, result.stderr
-    listed = {(r["type"], r["name"]): r for r in json.loads(result.stdout)["resources"]}
+def test_backupctl_preview_json_lists_the_resources_with_protect_flags(prod_stack, backupctl):
+    result = backupctl.launch("preview", "--json", cwd=REPO_ROOT)
+    assert result.code == 0, result.err
+    listed = {(r["type"], r["name"]): r for r in result.json()["resources"]}
     assert len(listed) == len(prod_stack)
     for resource in prod_stack:
         row = listed[(resource.type, resource.name)]
@@ -119,7 +110,7 @@ def test_misspelt_namespace_key_stops_the_program_instead_of_falling_back_to_def
 
 def test_misspelt_key_in_the_clis_pulumi_config_is_rejected(prod_config, monkeypatch):
     # The Pulumi CLI hands a Python program its stack config in PULUMI_CONFIG, not through the mocks.
-    from scripts.offline_engine import pulumi_config_values
+    from scripts.offline.engine import pulumi_config_values
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(pulumi_config_values(
         {**prod_config, "quickport-backup:dbPasword": "hunter2"})))
     with pytest.raises(pulumi.RunError, match=r"^quickport-backup:dbPasword: unknown key") as raised:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pulumi_policy import (PolicyConfigSchema, ResourceValidationPolicy, Severity,
-                           StackValidationPolicy)
+from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy, Severity, StackValidationPolicy
 
 from . import rules
 from .rules import DEFAULTS

@@ -11,12 +11,41 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping, Optional
 
-from .shapes import (BACKUP_PLAN, BACKUP_SELECTION, BACKUP_VAULT, BACKUP_VAULT_LOCK, BACKUP_VAULT_POLICY,
-                     EBS_SNAPSHOT, KMS_KEY, RBIN_RULE, S3_BUCKET, S3_ENCRYPTION, S3_LIFECYCLE, S3_POLICY,
-                     S3_PUBLIC_ACCESS_BLOCK, S3_VERSIONING, SSM_DOCUMENT, SSM_PARAMETER, arn_matches,
-                     as_int, baseline_name_problem, bucket_names, companions, denied_actions,
-                     denies_insecure_transport, is_snapshot_lock, items, iter_strings, locked_snapshot_key,
-                     of_type, policy_statements, prop, refers_to, runs_at_least_daily, vault_names)
+from .shapes import (
+    BACKUP_PLAN,
+    BACKUP_SELECTION,
+    BACKUP_VAULT,
+    BACKUP_VAULT_LOCK,
+    BACKUP_VAULT_POLICY,
+    EBS_SNAPSHOT,
+    KMS_KEY,
+    RBIN_RULE,
+    S3_BUCKET,
+    S3_ENCRYPTION,
+    S3_LIFECYCLE,
+    S3_POLICY,
+    S3_PUBLIC_ACCESS_BLOCK,
+    S3_VERSIONING,
+    SSM_DOCUMENT,
+    SSM_PARAMETER,
+    arn_matches,
+    as_int,
+    baseline_name_problem,
+    bucket_names,
+    companions,
+    denied_actions,
+    denies_insecure_transport,
+    is_snapshot_lock,
+    items,
+    iter_strings,
+    locked_snapshot_key,
+    of_type,
+    policy_statements,
+    prop,
+    refers_to,
+    runs_at_least_daily,
+    vault_names,
+)
 
 Report = Callable[..., None]
 STACK_NAMESPACE = "quickport-backup"  # the project whose stack config names the instance
@@ -229,7 +258,7 @@ def dump_bucket_hardened(args: Any, report: Report) -> None:
         label = f"bucket '{prop(bucket.props, 'bucket', bucket.name)}'"
         names = bucket_names(bucket)
 
-        def linked(resource_type: str) -> list[Any]:
+        def linked(resource_type: str, bucket: Any = bucket, names: set[str] = names) -> list[Any]:
             return companions(args.resources, resource_type, "bucket", bucket, names)
 
         statuses = [prop(v.props, "versioningConfiguration.status") for v in linked(S3_VERSIONING)]

@@ -188,32 +188,72 @@ def denies_insecure_transport(statement: Mapping[str, Any]) -> bool:
 
 
 # --- schedules -------------------------------------------------------------------------------------
+# A copy of components/schedules.py (the pack runs in its own environment and imports nothing from the
+# project); tests/test_schedules.py holds the two equal over a table of schedules. Change both.
 
-_ALL_DAYS_OF_WEEK = {"*", "?", "1-7", "SUN-SAT", "MON-SUN"}
-_RATE_RE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
-_CRON_RE = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")
+_CRON = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP",
+                                       "OCT", "NOV", "DEC"), 1)}
+_WEEKDAYS = {d: i for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)}
+_UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
 
 
-def runs_at_least_daily(schedule: Any) -> bool:
-    """True when an AWS cron/rate expression fires on every calendar day.
+def _values(field: str, lo: int, hi: int, names: dict[str, int]) -> Optional[set[int]]:
+    """The values a cron field selects (`*`, `?`, `N`, `A-B`, `*/S`, `A-B/S`, `A/S`, lists and
+    names); None for a field that is not plain (L, W, #, bad numbers) and so never "every day"."""
+    selected: set[int] = set()
+    for part in field.upper().split(","):
+        base, _, step_text = part.partition("/")
+        if step_text and not step_text.isdigit():
+            return None
+        step = int(step_text) if step_text else 1
+        if base in ("*", "?"):
+            start, end = lo, hi
+        else:
+            bounds = base.split("-")
+            if len(bounds) > 2:
+                return None
+            numbers = [names.get(b, int(b) if b.isdigit() else -1) for b in bounds]
+            if any(not lo <= n <= hi for n in numbers):
+                return None
+            start = numbers[0]
+            end = numbers[-1] if len(numbers) == 2 else (hi if step_text else start)
+        if step < 1:
+            return None
+        if end < start:  # a range that wraps (FRI-MON, 22-2), as Quartz-style cron allows
+            span = list(range(start, hi + 1)) + list(range(lo, end + 1))
+            selected.update(span[::step])
+        else:
+            selected.update(range(start, end + 1, step))
+    return selected
 
-    cron(min hour day-of-month month day-of-week year): every day means day-of-month and day-of-week
-    are both wildcards (one of them '?'), and month and year are '*'. rate() must be one day or less.
-    """
-    if not isinstance(schedule, str):
+
+def runs_at_least_daily(expression: Any) -> bool:
+    """True when the AWS cron/rate expression fires on every calendar day (see the module doc)."""
+    if not isinstance(expression, str):
         return False
-    expression = schedule.strip()
-    rate = _RATE_RE.match(expression)
+    text = expression.strip()
+    rate = _RATE.match(text)
     if rate:
-        amount, unit = int(rate.group(1)), rate.group(2)
-        minutes = amount * {"minute": 1, "minutes": 1, "hour": 60, "hours": 60, "day": 1440, "days": 1440}[unit]
-        return 0 < minutes <= 1440
-    cron = _CRON_RE.match(expression)
+        every = int(rate.group(1)) * _UNIT_MINUTES[rate.group(2).rstrip("s")]
+        return 1 <= every <= 1440
+    cron = _CRON.match(text)
     if not cron:
         return False
-    _, _, day_of_month, month, day_of_week, year = cron.groups()
-    return (day_of_month in ("*", "?") and day_of_week.upper() in _ALL_DAYS_OF_WEEK
-            and month == "*" and year == "*")
+    minutes, hours, day_of_month, month, day_of_week, year = cron.groups()
+    if not _values(minutes, 0, 59, {}) or not _values(hours, 0, 23, {}):
+        return False  # AWS rejects it: it never runs
+    if (day_of_month == "?") == (day_of_week == "?"):
+        return False  # AWS requires exactly one of the two to be '?'
+    if year != "*":
+        return False
+    months = _values(month, 1, 12, _MONTHS)
+    if months != set(range(1, 13)):
+        return False
+    if day_of_month == "?":
+        return _values(day_of_week, 1, 7, _WEEKDAYS) == set(range(1, 8))
+    return _values(day_of_month, 1, 31, {}) == set(range(1, 32))
 
 
 # --- baseline snapshot names -----------------------------------------------------------------------

@@ -1,39 +1,33 @@
 """`backupctl demo`: the whole discipline on a laptop, against an in-process AWS emulator.
 
 Starts moto in server mode on a free local port, points this process (only) at it through the
-standard AWS_ENDPOINT_URL with fake credentials, builds a stand-in production instance, and runs the
-real subcommands through `scripts.cli.main`, narrating each step. Never reaches real AWS: every
-endpoint, credential and config-file variable is replaced for the duration and restored after.
+standard AWS_ENDPOINT_URL with fake credentials, builds a stand-in production instance
+(scripts/offline/standin.py), and runs the real subcommands through `scripts.cli.main`, narrating
+each step. Never reaches real AWS: every endpoint, credential and config-file variable is replaced
+for the duration and restored after.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-import yaml
+from components.config import load_stack_config
+from scripts.commands.base import Context, add_common_options
+from scripts.errors import EXIT_FAILED, EXIT_OK
+from scripts.times import utcnow
 
-from components.config import stack_file
-from scripts.common import EXIT_FAILED, EXIT_OK, Context, add_common_options, utcnow
-
-REGION = "ap-south-1"
-FAKE_ENV = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_SESSION_TOKEN": "demo",
-            "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
-# A Linux AMI moto ships whose root device is /dev/sda1 (moto attaches the root volume there).
-STAND_IN_AMI = "ami-785db401"
-ROOT_VOLUME_GB = 30
 ACTION = "demo-maintenance"
 GUARD_ACTION = "demo-nginx-config"
+ROOT_VOLUME_GB = 30
 # Checks the emulator can answer: against the arranged account they must be ok. The rest (APIs
 # moto lacks, and the database dump the demo does not make) are expected to be not ok.
 AUDIT_EXPECTED_OK = ("backup-plan", "vault-lock", "dump-bucket-versioning", "dump-bucket-public-access",
@@ -58,23 +52,13 @@ Exit 0 when every step behaved as expected, 1 otherwise."""
 class Step:
     number: int
     title: str
+    why: str
     argv: list[str]
     expected_exit: int
     exit_code: Optional[int] = None
     ok: bool = False
     seconds: float = 0.0
     note: str = ""
-
-
-@dataclass
-class StandIn:
-    instance_id: str
-    root_volume_id: str
-    allocation_id: str
-    public_ip: str
-    config_file: Path
-    log_file: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,147 +70,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_demo)
 
 
-# --- the emulator -------------------------------------------------------------------------------
+# --- the stand-in account ---------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def emulator(workdir: Path) -> Iterator[str]:
-    """moto in server mode; this process's AWS settings point at it until the block ends."""
-    from moto.server import ThreadedMotoServer
-    import logging
-    # The emulator logs a traceback for every API it lacks; the narration reports those instead.
-    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # Every AWS_* setting (per-service endpoints, profiles, config files, role or container
-    # credentials) is set aside so nothing can route a call elsewhere, then put back as it was.
-    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    try:
-        for key in saved:
-            del os.environ[key]
-        os.environ.update(FAKE_ENV)
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
-        os.environ["AWS_CONFIG_FILE"] = str(workdir / "aws-config")          # absent: no profile leaks in
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(workdir / "aws-credentials")
-        yield endpoint
-    finally:
-        for key in [k for k in os.environ if k.startswith("AWS_")]:
-            del os.environ[key]
-        os.environ.update(saved)
-        server.stop()
+@dataclass
+class Tour:
+    """The arranged account and the files the steps share."""
+    instance_id: str
+    root_volume_id: str
+    allocation_id: str
+    config_file: Path
+    log_file: Path
+    workdir: Path
+    clients: dict[str, Any]
 
 
-# --- arranging the stand-in account -------------------------------------------------------------
-
-def arrange(workdir: Path, log_file: Path, say: Callable[[str], None]) -> StandIn:
+def arrange(workdir: Path, log_file: Path, say: Callable[[str], None]) -> Tour:
     """What `pulumi up` and the real server would have left, made with boto3 in the emulator."""
-    import boto3
-    session = boto3.session.Session()  # fresh: reads the emulator's environment, not a cached one
-    ec2 = session.client("ec2", region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
-    instance_id = ec2.run_instances(
-        ImageId=STAND_IN_AMI, MinCount=1, MaxCount=1, InstanceType="t3.medium", SubnetId=subnet,
-        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": ROOT_VOLUME_GB, "VolumeType": "gp3"}}],
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "quickport-prod (demo)"}]}],
-    )["Instances"][0]["InstanceId"]
-    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
-    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-    root = next(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]
-                if m["DeviceName"] == instance["RootDeviceName"])
-    address = ec2.allocate_address(Domain="vpc")
-    ec2.associate_address(InstanceId=instance_id, AllocationId=address["AllocationId"])
-    say(f"instance {instance_id} (root {root}, {ROOT_VOLUME_GB} GiB gp3, device {instance['RootDeviceName']}), "
-        f"Elastic IP {address['PublicIp']} ({address['AllocationId']})")
-
-    raw = yaml.safe_load(stack_file("prod").read_text())
-    cfg = raw["config"]
-    cfg["quickport-backup:instanceId"] = instance_id
-    cfg["quickport-backup:rootVolumeId"] = root
-    cfg["quickport-backup:elasticIpAllocationId"] = address["AllocationId"]
-    cfg.pop("quickport-backup:baselines", None)  # the demo's own snapshot becomes the baseline before audit
-    backup_cfg, dumps_cfg = cfg["quickport-backup:backup"], cfg["quickport-backup:dumps"]
-
-    backup = session.client("backup", region_name=REGION)
-    vault = backup_cfg["vaultName"]
-    backup.create_backup_vault(BackupVaultName=vault)
-    lock = backup_cfg["vaultLock"]
-    backup.put_backup_vault_lock_configuration(BackupVaultName=vault, MinRetentionDays=lock["minRetentionDays"],
-                                               MaxRetentionDays=lock["maxRetentionDays"])
-    backup.create_backup_plan(BackupPlan={"BackupPlanName": backup_cfg["planName"], "Rules": [{
-        "RuleName": "daily", "TargetBackupVaultName": vault, "ScheduleExpression": backup_cfg["schedule"],
-        "Lifecycle": {"DeleteAfterDays": backup_cfg["retentionDays"]}}]})
-    say(f"backup vault {vault} (locked, {lock['minRetentionDays']}..{lock['maxRetentionDays']} days), "
-        f"plan {backup_cfg['planName']} ({backup_cfg['schedule']}, {backup_cfg['retentionDays']} days)")
-
-    s3 = session.client("s3", region_name=REGION)
-    bucket = dumps_cfg["bucketName"]
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    key_id = session.client("kms", region_name=REGION).create_key(Description="demo dump bucket key")["KeyMetadata"]["Arn"]
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id},
-        "BucketKeyEnabled": True}]})
-    say(f"dump bucket {bucket} (versioned, public access blocked, SSE-KMS)")
-
-    config_file = workdir / "Pulumi.demo.yaml"
-    config_file.write_text("# written by `backupctl demo`: a stand-in stack in the local emulator\n"
-                           + yaml.safe_dump(raw, sort_keys=False))
-    return StandIn(instance_id, root, address["AllocationId"], address["PublicIp"], config_file, log_file)
+    from scripts.offline import standin
+    from scripts.offline.stubs import PartialStubber
+    stand_in = standin.build_instance(cidr="10.42.0.0/16", root_gb=ROOT_VOLUME_GB, name="quickport-prod (demo)")
+    say(f"instance {stand_in.instance_id} (root {stand_in.root_volume_id}, {ROOT_VOLUME_GB} GiB gp3, device "
+        f"{stand_in.root_device}), Elastic IP {stand_in.public_ip} ({stand_in.allocation_id})")
+    config_file = stand_in.write_config(workdir / "Pulumi.demo.yaml",
+                                        "# written by `backupctl demo`: a stand-in stack in the local emulator\n",
+                                        baselines=None)  # the demo's own snapshot becomes the baseline
+    cfg = load_stack_config("demo", config_file)
+    b, lock = cfg.backup, cfg.backup.vault_lock
+    rule = {"ScheduleExpression": b.schedule, "Lifecycle": {"DeleteAfterDays": b.retention_days}}
+    standin.build_vault_and_plan(stand_in.region, b.vault_name, b.plan_name, min_days=lock.min_retention_days,
+                                 max_days=lock.max_retention_days, rule=rule)
+    say(f"backup vault {b.vault_name} (locked, {lock.min_retention_days}..{lock.max_retention_days} days), "
+        f"plan {b.plan_name} ({b.schedule}, {b.retention_days} days)")
+    standin.build_dump_bucket(stand_in.region, cfg.dumps.bucket_name)
+    say(f"dump bucket {cfg.dumps.bucket_name} (versioned, public access blocked, SSE-KMS)")
+    # moto lacks DescribeReplaceRootVolumeTasks, which restore-instance reads to refuse a second
+    # restore; the true answer for this fresh account is "none".
+    ec2 = stand_in.client("ec2")
+    PartialStubber(ec2).always("describe_replace_root_volume_tasks", {"ReplaceRootVolumeTasks": []}).activate()
+    return Tour(stand_in.instance_id, stand_in.root_volume_id, stand_in.allocation_id, config_file, log_file,
+                workdir, {"ec2": ec2})
 
 
-def add_baseline(stand_in: StandIn, name: str) -> None:
+def add_baseline(tour: Tour, name: str) -> None:
     """Name the demo's snapshot as the stack's baseline, so audit checks a real one."""
-    raw = yaml.safe_load(stand_in.config_file.read_text())
+    import yaml
+    raw = yaml.safe_load(tour.config_file.read_text())
     raw["config"]["quickport-backup:baselines"] = [
-        {"name": name, "volumeId": stand_in.root_volume_id, "lock": {"mode": "governance", "days": 30}}]
-    stand_in.config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+        {"name": name, "volumeId": tour.root_volume_id, "lock": {"mode": "governance", "days": 30}}]
+    tour.config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def _root_and_eip(instance_id: str) -> tuple[str, Optional[str], str]:
-    import boto3
-    from scripts import ec2ops
-    ec2 = boto3.session.Session().client("ec2", region_name=REGION)
-    instance = ec2ops.describe_instance(ec2, instance_id)
-    eip = ec2ops.elastic_ip(ec2, instance_id)
-    return ec2ops.root_volume_id(instance), eip and eip.get("AllocationId"), instance["State"]["Name"]
+def _root_eip_state(tour: Tour) -> tuple[str, Optional[str], str]:
+    from scripts.aws import ec2 as ec2api
+    ec2 = tour.clients["ec2"]
+    instance = ec2api.describe_instance(ec2, tour.instance_id)
+    eip = ec2api.elastic_ip(ec2, tour.instance_id)
+    return ec2api.root_volume_id(instance), eip and eip.get("AllocationId"), instance["State"]["Name"]
 
 
-def answered_ec2_client(answers: dict[str, dict[str, Any]]):
-    """An EC2 client on the emulator that answers the given operations (boto3 method names) itself,
-    every time, with a response validated against the EC2 service model as botocore's Stubber does;
-    every other call reaches the emulator. Only for APIs moto lacks, and only with the answer that is
-    true of the demo's fresh account (e.g. no replace-root-volume task running)."""
-    import boto3
-    from botocore.awsrequest import AWSResponse
-    from botocore.validate import validate_parameters
-
-    client = boto3.session.Session().client("ec2", region_name=REGION)
-    fixed: dict[str, dict[str, Any]] = {}
-    for method, response in answers.items():
-        operation = client.meta.method_to_api_mapping[method]
-        validate_parameters(response, client.meta.service_model.operation_model(operation).output_shape)
-        fixed[operation] = response
-
-    def answer(model, **_):
-        # A before-call handler that returns (http response, parsed) skips the request.
-        if model.name in fixed:
-            return AWSResponse(None, 200, {}, None), copy.deepcopy(fixed[model.name])
-        return None
-
-    client.meta.events.register("before-call.ec2.*", answer)
-    return client
-
+# --- running the steps ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def _fd1_to_stderr(active: bool) -> Iterator[None]:
@@ -245,14 +147,11 @@ def _fd1_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-# --- running the steps --------------------------------------------------------------------------
-
-def _run(step: Step, stand_in: StandIn, quiet: bool, say: Callable[[str], None],
-         clients: Optional[dict[str, Any]] = None) -> Optional[dict]:
+def _run(step: Step, tour: Tour, quiet: bool, say: Callable[[str], None]) -> Optional[dict]:
     """One real subcommand in this process. With quiet (--json), its stdout goes to stderr so the
     demo's own stdout stays one document; with --json in its argv, its document is returned."""
     from scripts import cli
-    common = ["--config-file", str(stand_in.config_file), "--log-file", str(stand_in.log_file)]
+    common = ["--config-file", str(tour.config_file), "--log-file", str(tour.log_file)]
     cut = step.argv.index("--") if "--" in step.argv else len(step.argv)  # guard's command stays last
     argv = [*step.argv[:cut], *common, *step.argv[cut:]]
     say(f"$ backupctl {' '.join(step.argv)}")
@@ -261,22 +160,103 @@ def _run(step: Step, stand_in: StandIn, quiet: bool, say: Callable[[str], None],
     wants_json = "--json" in step.argv
     with _fd1_to_stderr(quiet), \
             contextlib.redirect_stdout(captured if wants_json else (sys.stderr if quiet else sys.stdout)):
-        try:
-            step.exit_code = cli.main(argv, clients=clients)
-        except SystemExit as e:  # argparse usage errors
-            step.exit_code = int(e.code or 0)
+        step.exit_code = cli.main(argv, clients=tour.clients)
     step.seconds = round(time.monotonic() - started, 1)
     step.ok = step.exit_code == step.expected_exit
-    if wants_json:
-        # moto prints a line to stdout for each request to a service it lacks (rbin): skip to the document
-        text = captured.getvalue()
-        start = text.find("{\n")
-        try:
-            return json.loads(text[start:]) if start >= 0 else None
-        except ValueError:
-            print(text, file=sys.stderr)
-            return None
-    return None
+    if not wants_json:
+        return None
+    text = captured.getvalue()
+    start = text.find("{\n")  # moto prints a line for each request to a service it lacks: skip to the document
+    try:
+        return json.loads(text[start:]) if start >= 0 else None
+    except ValueError:
+        print(text, file=sys.stderr)
+        return None
+
+
+def _check_guard(step: Step, tour: Tour, doc: Optional[dict], before: Any, say: Callable[[str], None]) -> None:
+    if step.ok and not (tour.workdir / "maintenance-ran").exists():
+        step.ok, step.note = False, "guard exited 0 but the command did not run"
+
+
+def _check_plan_changed_nothing(step: Step, tour: Tour, doc: Optional[dict], before: Any,
+                                say: Callable[[str], None]) -> None:
+    if step.ok and _root_eip_state(tour) != before:
+        step.ok, step.note = False, "the plan changed the instance"
+
+
+def _check_restored(step: Step, tour: Tour, doc: Optional[dict], before: Any, say: Callable[[str], None]) -> None:
+    after = _root_eip_state(tour)
+    if step.ok and not (after[0] != before[0] and after[1] == tour.allocation_id and after[2] == "running"):
+        step.ok, step.note = False, f"after restore: root {after[0]}, EIP {after[1]}, state {after[2]}"
+    elif step.ok:
+        step.note = f"root {before[0]} -> {after[0]}; Elastic IP still {after[1]}; running"
+
+
+def _check_audit(step: Step, tour: Tour, doc: Optional[dict], before: Any, say: Callable[[str], None]) -> None:
+    if doc is None:
+        step.ok, step.note = False, "audit printed no JSON document"
+        return
+    from scripts.commands.audit import render_table
+    from scripts.workflows.audit import Check
+    say(render_table([Check(**c) for c in doc["checks"]]))
+    not_ok = [c["name"] for c in doc["checks"] if c["name"] in AUDIT_EXPECTED_OK and c["status"] != "ok"]
+    if not_ok:
+        step.ok, step.note = False, "expected ok: " + ", ".join(not_ok)
+    else:
+        step.note = "emulator-backed checks ok; the rest reported honestly"
+
+
+Checker = Callable[[Step, Tour, Optional[dict], Any, Callable[[str], None]], None]
+
+
+def tour_steps(tour: Tour) -> list[tuple[Step, Optional[Checker]]]:
+    name = f"prod-root-{utcnow().date().isoformat()}-before-{ACTION}"
+    marker = tour.workdir / "maintenance-ran"
+    guarded = [sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ok'); print('maintenance command ran')"]
+    detach = ["restore-instance", "--snapshot", name, "--method", "detach"]
+    return [
+        (Step(1, "snapshot before maintenance", "Seed 3.1 + 8: snapshot the root volume, wait for completed, "
+              "run the checklist.", ["snapshot", "--action", ACTION], EXIT_OK), None),
+        (Step(2, "verify the snapshot", "Seed 8: the checklist again, any time (volume is still the current "
+              "root, EIP noted).", ["verify", name], EXIT_OK), None),
+        (Step(3, "guard a maintenance command", "The command runs only after its snapshot passed the checklist.",
+              ["guard", "--action", GUARD_ACTION, "--", *guarded], EXIT_OK), _check_guard),
+        (Step(4, "list the strategy's snapshots", "Locks show 'unknown': the emulator has no "
+              "DescribeLockedSnapshots.", ["list"], EXIT_OK), None),
+        (Step(5, "restore plan (no --yes)", "Seed 6.1: print every step with ids; change nothing. (The emulator "
+              "lacks DescribeReplaceRootVolumeTasks; the demo answers it 'none running'.)", detach, EXIT_OK),
+         _check_plan_changed_nothing),
+        (Step(6, "restore the instance from the snapshot", "Seed 6.1, the detach method (moto has no "
+              "replace-root-volume tasks): safety snapshot, stop, swap the root, start, re-associate the "
+              "Elastic IP.", [*detach, "--yes", "--poll-seconds", "1"], EXIT_OK), _check_restored),
+        (Step(7, "audit the account", "Seed 9. Expected: ok where the emulator answers; could-not-check where "
+              "it lacks the API (recovery points, vault policy, Recycle Bin, snapshot locks, block public "
+              "access); FAIL for the database dump the demo never made. Exit 1.", ["audit", "--json"],
+              EXIT_FAILED), _check_audit),
+        (Step(8, "monthly cost", "Seed 10: from the stand-in's real volume size, with the documented prices.",
+              ["cost"], EXIT_OK), None),
+    ]
+
+
+def _tour(workdir: Path, log_file: Path, quiet: bool, say: Callable[[str], None]) -> list[Step]:
+    from scripts.offline.emulator import running_emulator
+    steps: list[Step] = []
+    say("== 0. An AWS emulator in this process, and a stand-in production account")
+    with running_emulator(workdir) as emulator:
+        say(f"   moto server at {emulator.endpoint}; AWS_ENDPOINT_URL and fake credentials set for this process only")
+        tour = arrange(workdir, log_file, lambda m: say("   " + m))
+        say(f"   stack config {tour.config_file}; operations log {tour.log_file}")
+        for step, check in tour_steps(tour):
+            say(f"\n== {step.number}. {step.title}\n   {step.why}")
+            if step.number == 7:
+                add_baseline(tour, f"prod-root-{utcnow().date().isoformat()}-before-{ACTION}")
+            before = _root_eip_state(tour)
+            doc = _run(step, tour, quiet or step.argv[-1] == "--json", say)
+            if check:
+                check(step, tour, doc, before, say)
+            steps.append(step)
+    return steps
 
 
 def run_demo(ctx: Context) -> int:
@@ -286,98 +266,14 @@ def run_demo(ctx: Context) -> int:
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
-    def heading(step: Step, why: str) -> None:
-        say(f"\n== {step.number}. {step.title}\n   {why}")
-
     keep = ctx.args.keep_dir
     temp = None if keep else tempfile.TemporaryDirectory(prefix="quickport-demo-")
-    workdir = Path(keep or temp.name)
+    workdir = Path(keep or temp.name)  # type: ignore[union-attr]
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = ctx.args.log_file or workdir / "operations.jsonl"
-    today = utcnow().date().isoformat()
-    snapshot_name = f"prod-root-{today}-before-{ACTION}"
-    steps: list[Step] = []
     started = time.monotonic()
     try:
-        say("== 0. An AWS emulator in this process, and a stand-in production account")
-        with emulator(workdir) as endpoint:
-            say(f"   moto server at {endpoint}; AWS_ENDPOINT_URL and fake credentials set for this process only")
-            stand_in = arrange(workdir, log_file, lambda m: say("   " + m))
-            say(f"   stack config {stand_in.config_file}; operations log {stand_in.log_file}")
-
-            s = Step(1, "snapshot before maintenance", ["snapshot", "--action", ACTION], EXIT_OK)
-            heading(s, "Seed 3.1 + 8: snapshot the root volume, wait for completed, run the checklist.")
-            _run(s, stand_in, quiet, say)
-            steps.append(s)
-
-            s = Step(2, "verify the snapshot", ["verify", snapshot_name], EXIT_OK)
-            heading(s, "Seed 8: the checklist again, any time (volume is still the current root, EIP noted).")
-            _run(s, stand_in, quiet, say)
-            steps.append(s)
-
-            marker = workdir / "maintenance-ran"
-            s = Step(3, "guard a maintenance command",
-                     ["guard", "--action", GUARD_ACTION, "--", sys.executable, "-c",
-                      f"open({str(marker)!r}, 'w').write('ok'); print('maintenance command ran')"], EXIT_OK)
-            heading(s, "The command runs only after its snapshot passed the checklist.")
-            _run(s, stand_in, quiet, say)
-            if s.ok and not marker.exists():
-                s.ok, s.note = False, "guard exited 0 but the command did not run"
-            steps.append(s)
-
-            s = Step(4, "list the strategy's snapshots", ["list"], EXIT_OK)
-            heading(s, "Locks show 'unknown': the emulator has no DescribeLockedSnapshots.")
-            _run(s, stand_in, quiet, say)
-            steps.append(s)
-
-            # moto lacks DescribeReplaceRootVolumeTasks, which restore-instance reads to refuse a
-            # second restore; the true answer for this fresh account is "none".
-            no_tasks = {"describe_replace_root_volume_tasks": {"ReplaceRootVolumeTasks": []}}
-            before = _root_and_eip(stand_in.instance_id)
-            s = Step(5, "restore plan (no --yes)",
-                     ["restore-instance", "--snapshot", snapshot_name, "--method", "detach"], EXIT_OK)
-            heading(s, "Seed 6.1: print every step with ids; change nothing. (The emulator lacks "
-                       "DescribeReplaceRootVolumeTasks; the demo answers it 'none running'.)")
-            _run(s, stand_in, quiet, say, {"ec2": answered_ec2_client(no_tasks)})
-            if s.ok and _root_and_eip(stand_in.instance_id) != before:
-                s.ok, s.note = False, "the plan changed the instance"
-            steps.append(s)
-
-            s = Step(6, "restore the instance from the snapshot",
-                     ["restore-instance", "--snapshot", snapshot_name, "--method", "detach", "--yes",
-                      "--poll-seconds", "1"], EXIT_OK)
-            heading(s, "Seed 6.1, the detach method (moto has no replace-root-volume tasks): safety snapshot, "
-                       "stop, swap the root, start, re-associate the Elastic IP.")
-            _run(s, stand_in, quiet, say, {"ec2": answered_ec2_client(no_tasks)})
-            after = _root_and_eip(stand_in.instance_id)
-            if s.ok and not (after[0] != before[0] and after[1] == stand_in.allocation_id and after[2] == "running"):
-                s.ok, s.note = False, f"after restore: root {after[0]}, EIP {after[1]}, state {after[2]}"
-            elif s.ok:
-                s.note = f"root {before[0]} -> {after[0]}; Elastic IP still {after[1]}; running"
-            steps.append(s)
-
-            add_baseline(stand_in, snapshot_name)
-            s = Step(7, "audit the account", ["audit", "--json"], EXIT_FAILED)
-            heading(s, "Seed 9. Expected: ok where the emulator answers; could-not-check where it lacks the "
-                       "API (recovery points, vault policy, Recycle Bin, snapshot locks, block public "
-                       "access); FAIL for the database dump the demo never made. Exit 1.")
-            doc = _run(s, stand_in, True, say)
-            if doc is None:
-                s.ok, s.note = False, "audit printed no JSON document"
-            else:
-                from scripts.commands.audit import Check, render_table
-                say(render_table([Check(**c) for c in doc["checks"]]))
-                not_ok = [c["name"] for c in doc["checks"] if c["name"] in AUDIT_EXPECTED_OK and c["status"] != "ok"]
-                if not_ok:
-                    s.ok, s.note = False, "expected ok: " + ", ".join(not_ok)
-                else:
-                    s.note = "emulator-backed checks ok; the rest reported honestly"
-            steps.append(s)
-
-            s = Step(8, "monthly cost", ["cost"], EXIT_OK)
-            heading(s, "Seed 10: from the stand-in's real volume size, with the documented prices.")
-            _run(s, stand_in, quiet, say)
-            steps.append(s)
+        steps = _tour(workdir, log_file, quiet, say)
         ok = all(s.ok for s in steps) and len(steps) == 8
         elapsed = round(time.monotonic() - started, 1)
         # The demo's own line goes to the demo's log, never to the real operations log.
@@ -387,8 +283,7 @@ def run_demo(ctx: Context) -> int:
     finally:
         if temp is not None:
             temp.cleanup()
-
-    width = max(len(s.title) for s in steps) if steps else 10
+    width = max(len(s.title) for s in steps)
     summary = ["", f"== Demo {'passed' if ok else 'FAILED'} in {elapsed} s"] + [
         f"   {'ok  ' if s.ok else 'FAIL'} {s.number}. {s.title:<{width}}  exit {s.exit_code} "
         f"(expected {s.expected_exit}), {s.seconds} s" + (f"  {s.note}" if s.note else "") for s in steps]

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from pathlib import Path
-
 from components.config import ConfigError, load_stack_config, read_stack_file, stack_file
-from scripts.common import EXIT_FAILED, EXIT_OK, CommandError, Context, UsageError, add_common_options
+from scripts.commands.base import Context, add_common_options
+from scripts.errors import EXIT_FAILED, EXIT_OK, CommandError, UsageError
 
 HELP = """\
 Run the Pulumi program on the SDK's mock engine with the stack's config (no Pulumi CLI, no AWS
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def declared_resources(ctx: Context):
     """Validate the stack file, then run the program on the mock engine. Config errors exit 2."""
     import pulumi
-    from scripts.offline_engine import run_stack_program
+
+    from scripts.offline.engine import run_stack_program
 
     path = ctx.args.config_file or stack_file(ctx.args.stack)
     try:
@@ -46,12 +47,34 @@ def declared_resources(ctx: Context):
         raise UsageError(str(e)) from None
 
 
-def render_tree(resources) -> str:
-    """An indented tree of type, name and options, children under their component."""
+def _children(resources) -> dict[str, list]:
+    """Resources by parent URN ("" for the top level), each list sorted by type and name: the engine
+    registers them concurrently, so the order they arrive in changes from run to run."""
     by_parent: dict[str, list] = {}
     urns = {r.urn for r in resources}
     for r in resources:
         by_parent.setdefault(r.parent if r.parent in urns else "", []).append(r)
+    for children in by_parent.values():
+        children.sort(key=lambda r: (r.type, r.name))
+    return by_parent
+
+
+def in_tree_order(resources) -> list:
+    """Depth first, children sorted: the same order on every run (diffs in review show real changes)."""
+    by_parent, ordered = _children(resources), []
+
+    def walk(parent: str) -> None:
+        for r in by_parent.get(parent, []):
+            ordered.append(r)
+            walk(r.urn)
+
+    walk("")
+    return ordered
+
+
+def render_tree(resources) -> str:
+    """An indented tree of type, name and options, children under their component."""
+    by_parent = _children(resources)
     rows: list[tuple[str, str, str]] = []
 
     def walk(parent: str, prefix: str) -> None:
@@ -79,7 +102,7 @@ def summary(resources) -> dict[str, Any]:
 
 def policy_config(ctx: Context):
     """The --policy-config file, parsed before anything runs; a bad file is a usage error."""
-    from scripts.policy_gate import PolicyConfigError, load_policy_config
+    from scripts.offline.policy_gate import PolicyConfigError, load_policy_config
     path = getattr(ctx.args, "policy_config", None)
     if getattr(ctx.args, "no_policies", False) or path is None:
         return {}
@@ -92,7 +115,7 @@ def policy_config(ctx: Context):
 def early_gate(ctx: Context):
     """The policy pack, started in the background before the program runs (None: --no-policies, or
     an unreadable stack file, which the program run then reports)."""
-    from scripts.policy_gate import PolicyGate
+    from scripts.offline.policy_gate import PolicyGate
     if getattr(ctx.args, "no_policies", False):
         return None
     try:
@@ -104,7 +127,7 @@ def early_gate(ctx: Context):
 
 def judge(ctx: Context, raw, resources, config, gate=None):
     """Run the policy pack on `resources`; None with --no-policies."""
-    from scripts.policy_gate import PolicyConfigError, PolicyPackError, run_policy_gate
+    from scripts.offline.policy_gate import PolicyConfigError, PolicyPackError, run_policy_gate
     if getattr(ctx.args, "no_policies", False):
         return None
     ctx.progress("running policy pack policies/ over the analyzer protocol")
@@ -120,7 +143,7 @@ def judge(ctx: Context, raw, resources, config, gate=None):
 
 def report_preview(ctx: Context, raw, resources, config=None, gate=None) -> int:
     """Judge and print what was declared. Tests hand in a changed resource list to reach this path."""
-    from scripts.policy_gate import format_violations
+    from scripts.offline.policy_gate import format_violations
     result = judge(ctx, raw, resources, config or {}, gate)
     counts = summary(resources)
     lines = [
@@ -129,7 +152,8 @@ def report_preview(ctx: Context, raw, resources, config=None, gate=None) -> int:
         render_tree(resources),
         "",
     ]
-    document = {"stack": ctx.args.stack, "resources": [r.to_json() for r in resources], "summary": counts}
+    document = {"stack": ctx.args.stack, "resources": [r.to_json() for r in in_tree_order(resources)],
+                "summary": counts}
     if result is not None:
         lines += [format_violations(result), ""]
         document["policyPack"] = {"name": result.pack, "version": result.version}

@@ -523,7 +523,7 @@ class _Reaper:
         buf = self.stderr[proc.pid] = bytearray()
 
         def collect() -> None:
-            for line in proc.stderr:
+            for line in proc.stderr or ():
                 if len(buf) < 64 * 1024:
                     buf.extend(line)
         t = threading.Thread(target=collect, daemon=True)
@@ -535,7 +535,7 @@ class _Reaper:
         for t in self._threads:
             t.join(timeout=5)
         text = self.stderr.get(proc.pid, b"").decode("utf-8", "replace").strip()
-        lines = [l for l in text.splitlines() if l.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
     def kill_all(self) -> None:
@@ -719,8 +719,8 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         "objects": {kind: sorted(names) for kind, names in inspector.objects.items()},
     }
     publish(upload.s3, bucket, f"{prefix}/{database}/latest.json", manifest)
-    progress(f"done: {upload.bytes} bytes, {len(manifest['tables'])} tables, "
-             f"{sum(manifest['tables'].values())} rows, sha256 {manifest['sha256'][:12]}")
+    progress(f"done: {upload.bytes} bytes, {len(inspector.tables)} tables, "
+             f"{sum(inspector.tables.values())} rows, sha256 {upload.sha256.hexdigest()[:12]}")
     return manifest
 
 
@@ -793,14 +793,17 @@ def archive_files(*, paths: List[str], bucket: str, prefix: str, host: Optional[
         compressor = reaper.start(compress_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         errors: List[BaseException] = []
 
+        sink = compressor.stdin
+        assert sink is not None  # started with stdin=PIPE
+
         def produce() -> None:
             try:
-                _write_tar(paths, compressor.stdin, entries)
+                _write_tar(paths, sink, entries)
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
             finally:
                 with contextlib.suppress(OSError, ValueError):
-                    compressor.stdin.close()
+                    sink.close()
         producer = threading.Thread(target=produce, daemon=True, name="tar")
         producer.start()
         _upload_stream(compressor.stdout, upload, progress)
@@ -826,14 +829,14 @@ def archive_files(*, paths: List[str], bucket: str, prefix: str, host: Optional[
     }
     publish(s3, bucket, f"{prefix}/{host}/latest.json", manifest)
     progress(f"done: {upload.bytes} bytes, {sum(e['type'] == 'file' for e in entries)} files, "
-             f"sha256 {manifest['sha256'][:12]}")
+             f"sha256 {upload.sha256.hexdigest()[:12]}")
     return manifest
 
 
 # --- command line -------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 

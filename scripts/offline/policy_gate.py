@@ -16,20 +16,24 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from components.config import NAMESPACE, REPO_ROOT
+from components.config import project_dir
+from components.tags import NAMESPACE
 
-PACK_DIR = REPO_ROOT / "policies"
 ENFORCEMENT_LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 # pulumi_policy's sentinel for a value not known during preview (see pulumi_policy/proxy.py).
 UNKNOWN_STRING_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", 400 * 1024 * 1024),
                  ("grpc.max_send_message_length", 400 * 1024 * 1024)]
+
+
+def default_pack_dir() -> Path:
+    """policies/ of the Pulumi project (see components.config.project_dir)."""
+    return project_dir() / "policies"
 
 
 class PolicyConfigError(ValueError):
@@ -184,20 +188,21 @@ def _describe_schema(schema: Mapping[str, Any]) -> str:
 
 # --- wire format -----------------------------------------------------------------------------------
 
-def _wire_value(value: Any) -> Any:
-    """A property value as the engine marshals it for analyzers: JSON, unknowns as the sentinel."""
+def _wire_leaf(value: Any) -> Any:
+    """What the engine sends analyzers for a non-JSON value: unknowns as the sentinel, a resource
+    reference as its URN."""
     from pulumi.output import Unknown
 
     if isinstance(value, Unknown):
         return UNKNOWN_STRING_VALUE
-    if isinstance(value, Mapping):
-        return {str(k): _wire_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_wire_value(v) for v in value]
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    urn = getattr(value, "urn", None)  # a resource reference
+    urn = getattr(value, "urn", None)
     return str(urn) if isinstance(urn, str) else str(value)
+
+
+def _wire_value(value: Any) -> Any:
+    """A property value as the engine marshals it for analyzers."""
+    from scripts.offline.engine import plain_json
+    return plain_json(value, _wire_leaf)
 
 
 def _struct(properties: Mapping[str, Any]):
@@ -264,10 +269,11 @@ class PolicyGate:
     """One running pack. Start once, evaluate many resource sets (tests share one per session)."""
 
     def __init__(self, *, stack_config: Mapping[str, Any], project: str = NAMESPACE, stack: str = "prod",
-                 pack_dir: Path = PACK_DIR, python: str = sys.executable, startup_timeout: float = 60.0):
+                 pack_dir: Optional[Path] = None, python: str = sys.executable, startup_timeout: float = 60.0):
         self.stack_config = dict(stack_config)
         self.project, self.stack = project, stack
-        self.pack_dir, self.python, self.startup_timeout = Path(pack_dir), python, startup_timeout
+        self.pack_dir = Path(pack_dir) if pack_dir is not None else default_pack_dir()
+        self.python, self.startup_timeout = python, startup_timeout
         self.engine_log: list[str] = []
         self._process: Optional[subprocess.Popen] = None
         self._stderr = None
@@ -293,7 +299,7 @@ class PolicyGate:
         return list(self._policies)
 
     def _env(self) -> dict[str, str]:
-        from scripts.offline_engine import pulumi_config_values
+        from scripts.offline.engine import pulumi_config_values
         env = dict(os.environ)
         env.update({"PULUMI_CONFIG": json.dumps(pulumi_config_values(self.stack_config)),
                     "PULUMI_PROJECT": self.project, "PULUMI_STACK": self.stack, "PULUMI_DRY_RUN": "true"})
@@ -369,7 +375,7 @@ class PolicyGate:
         if not self._stderr:
             return ""
         self._stderr.seek(0)
-        lines = [l for l in self._stderr.read().decode(errors="replace").splitlines() if l.strip()]
+        lines = [line for line in self._stderr.read().decode(errors="replace").splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
     def _call(self, method: str, request, *, optional: bool = False):
@@ -383,7 +389,8 @@ class PolicyGate:
 
     def _handshake(self, engine_address: str) -> None:
         from pulumi.runtime.proto import analyzer_pb2
-        from scripts.offline_engine import pulumi_config_values
+
+        from scripts.offline.engine import pulumi_config_values
         directory = str(self.pack_dir)
         self._call("Handshake", analyzer_pb2.AnalyzerHandshakeRequest(
             engine_address=engine_address, root_directory=directory, program_directory=directory), optional=True)
@@ -501,7 +508,7 @@ class PolicyGate:
 
 def run_policy_gate(resources: Sequence[Any], stack_config: Mapping[str, Any], *, stack: str = "prod",
                     policy_config: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                    pack_dir: Path = PACK_DIR) -> GateResult:
+                    pack_dir: Optional[Path] = None) -> GateResult:
     """Start the pack, judge `resources`, stop the pack."""
     with PolicyGate(stack_config=stack_config, stack=stack, pack_dir=pack_dir) as gate:
         return gate.evaluate(resources, policy_config)

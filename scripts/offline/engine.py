@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from components.config import NAMESPACE, REPO_ROOT
+from components.config import project_dir
+from components.errors import ConfigError
+from components.tags import NAMESPACE
 
 MOCK_ACCOUNT_ID = "123456789012"
 
@@ -43,18 +45,19 @@ class DeclaredResource:
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "urn": self.urn, "parent": self.parent,
                 "protect": self.protect, "retainOnDelete": self.retain_on_delete,
-                "inputs": _jsonable(self.inputs)}
+                "inputs": plain_json(self.inputs)}
 
 
-def _jsonable(value: Any) -> Any:
-    """Inputs as plain JSON: unknowns and resource references become readable strings."""
+def plain_json(value: Any, leaf: Callable[[Any], Any] = str) -> Any:
+    """A property value as plain JSON: mappings and sequences recursively, JSON scalars as they are,
+    anything else (unknowns, resource references) through `leaf` (default: a readable string)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): plain_json(v, leaf) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [plain_json(v, leaf) for v in value]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    return str(value)
+    return leaf(value)
 
 
 # ARNs whose AWS shape differs from the generic `arn:aws:<service>:<region>:<account>:<type>/<name>`.
@@ -83,7 +86,8 @@ class OfflineMocks:
             return None, state
         service = args.typ.split(":")[1].split("/")[0] if args.typ.count(":") >= 2 else "custom"
         physical = state.get("name") or state.get("bucket") or args.name
-        state.setdefault("arn", f"arn:aws:{service}:{self.region}:{MOCK_ACCOUNT_ID}:{args.typ.split(':')[-1].lower()}/{physical}")
+        kind = args.typ.split(":")[-1].lower()
+        state.setdefault("arn", f"arn:aws:{service}:{self.region}:{MOCK_ACCOUNT_ID}:{kind}/{physical}")
         if args.typ == "aws:s3/bucket:Bucket" or args.typ == "aws:s3/bucketV2:BucketV2":
             state.setdefault("bucket", args.name)
             state["arn"] = f"arn:aws:s3:::{state['bucket']}"
@@ -168,7 +172,8 @@ def run_program(program: Callable[[], Any], config: Mapping[str, Any], *, stack:
         import asyncio
 
         from pulumi.runtime import config as runtime_config
-        from pulumi.runtime import mocks, settings, stack as runtime_stack
+        from pulumi.runtime import mocks, settings
+        from pulumi.runtime import stack as runtime_stack
         from pulumi.runtime.sync_await import _sync_await
 
         loop = asyncio.new_event_loop()
@@ -195,7 +200,10 @@ def run_program(program: Callable[[], Any], config: Mapping[str, Any], *, stack:
 
 
 def run_stack_program(config: Mapping[str, Any], *, stack: str = "prod",
-                      root: Path = REPO_ROOT) -> list[DeclaredResource]:
+                      root: Optional[Path] = None) -> list[DeclaredResource]:
     """Run the project's own __main__.py exactly as `pulumi preview` would start it."""
-    return run_program(lambda: runpy.run_path(str(root / "__main__.py"), run_name="__main__"),
-                       config, stack=stack)
+    program = (root or project_dir()) / "__main__.py"
+    if not program.is_file():
+        raise ConfigError(f"no Pulumi program at {program}: run this in the project directory (where "
+                          f"Pulumi.yaml and __main__.py are)")
+    return run_program(lambda: runpy.run_path(str(program), run_name="__main__"), config, stack=stack)
