@@ -150,9 +150,16 @@ def retries() -> Dict[str, Any]:
 def s3_client(region: Optional[str]):
     import boto3
     from botocore.config import Config
-    # AWS_ENDPOINT_URL is honoured by botocore itself.
-    return boto3.session.Session().client(
-        "s3", region_name=region, config=Config(retries=retries(), user_agent_extra="quickport-dump"))
+    # AWS_ENDPOINT_URL is honoured by botocore itself. A bucket with Object Lock default retention
+    # refuses PutObject and UploadPart without a checksum header; "when_supported" (boto3's default,
+    # CRC32) is pinned so AWS_REQUEST_CHECKSUM_CALCULATION=when_required cannot switch it off.
+    # botocore < 1.36 has no such setting (nor the variable) and sends Content-MD5 on both itself.
+    settings: Dict[str, Any] = {"retries": retries(), "user_agent_extra": "quickport-dump"}
+    try:
+        config = Config(request_checksum_calculation="when_supported", **settings)
+    except TypeError:
+        config = Config(**settings)
+    return boto3.session.Session().client("s3", region_name=region, config=config)
 
 
 def aws_error(exc: BaseException) -> str:

@@ -133,11 +133,19 @@ def build_vault_and_plan(region: str, vault: str, plan: str, *, min_days: int = 
             {"RuleName": "daily", "TargetBackupVaultName": vault, **rule}]})
 
 
-def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True) -> None:
-    """The dump bucket: versioned; hardened adds the public access block and SSE-KMS with a new key."""
+def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True,
+                      object_lock: Optional[tuple[str, int]] = None) -> None:
+    """The dump bucket: versioned; hardened adds the public access block and SSE-KMS with a new key;
+    object_lock=(mode, days) turns S3 Object Lock on with that default retention for every version
+    (mode GOVERNANCE or COMPLIANCE), as dumps.objectLock does."""
     s3 = new_client("s3", region)
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region},
+                     ObjectLockEnabledForBucket=object_lock is not None)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if object_lock is not None:
+        mode, days = object_lock
+        s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}}})
     if not hardened:
         return
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
