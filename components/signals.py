@@ -74,28 +74,32 @@ def resource_name(stack: str, key: str) -> str:
     return f"quickport-{stack}-{key}"[:64]
 
 
+def _nothing_for_a_day(**spec: Any) -> AlarmSpec:
+    """Hourly sums below 1 for DAILY_WINDOW_HOURS periods in a row: nothing happened for that long."""
+    return AlarmSpec(statistic="Sum", period=3600, evaluation_periods=DAILY_WINDOW_HOURS, threshold=1.0,
+                     comparison="LessThanThreshold", **spec)
+
+
 def alarm_specs(stack: str, database: str, vault_name: str,
                 binlog_interval_seconds: Optional[int] = None) -> list[AlarmSpec]:
     """The stack's alarms. Binlog alarms only with binlog_interval_seconds (see BINLOG_INTERVAL_SECONDS)."""
     ours = {"Stack": stack, "Database": database}
-    hourly = {"period": 3600, "evaluation_periods": DAILY_WINDOW_HOURS, "threshold": 1.0,
-              "comparison": "LessThanThreshold", "statistic": "Sum"}
     specs = [
-        AlarmSpec(
+        _nothing_for_a_day(
             key="dump-missing",
             catches=f"No successful database dump of {database} in {DAILY_WINDOW_HOURS} hours: the dump "
                     "failed, or never ran (SSM agent or association dead, instance stopped, role broken, "
                     "metrics not published).",
             unseen=f"{DAILY_WINDOW_HOURS + 1} h after the last good dump (about 3 h after the missed 02:00 IST run)",
-            namespace=METRICS_NAMESPACE, metric="DumpSucceeded", dimensions=ours, **hourly),
-        AlarmSpec(
+            namespace=METRICS_NAMESPACE, metric="DumpSucceeded", dimensions=ours),
+        _nothing_for_a_day(
             key="backup-job-missing",
             catches=f"No completed AWS Backup job into vault {vault_name} in {DAILY_WINDOW_HOURS} hours: the "
                     "plan, its selection or its role stopped working without a failed job to report. "
                     "AWS/Backup has no per-instance dimension; the vault receives only this instance's plan.",
             unseen=f"{DAILY_WINDOW_HOURS + 1} h after the last completed job (AWS/Backup publishes every 5 min)",
             namespace="AWS/Backup", metric="NumberOfBackupJobsCompleted",
-            dimensions={"BackupVaultName": vault_name, "ResourceType": "EC2"}, **hourly),
+            dimensions={"BackupVaultName": vault_name, "ResourceType": "EC2"}),
     ]
     if binlog_interval_seconds:
         lag = BINLOG_LAG_INTERVALS * binlog_interval_seconds
