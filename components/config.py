@@ -188,6 +188,7 @@ class MonitoringConfig:
     # "create": the stack declares a CloudTrail trail (API-call alerts need one that logs management
     # events); "existing": the account already has one logging in this region (a second costs money).
     trail: str = "create"
+    trail_bucket_name: str = "quickport-prod-db-dumps-trail"   # default: <dumps.bucketName>-trail
 
 
 @dataclass(frozen=True)
@@ -412,9 +413,16 @@ def _parse_ebs_encryption(raw: Any) -> EbsEncryptionConfig:
     return EbsEncryptionConfig(key)
 
 
-def _parse_monitoring(raw: Any) -> MonitoringConfig:
-    m = _mapping("monitoring", raw, ("trail",))
-    return MonitoringConfig(trail=_choice("monitoring.trail", m.get("trail", "create"), TRAIL_CHOICES))
+def _parse_monitoring(raw: Any, dumps: DumpConfig) -> MonitoringConfig:
+    m = _mapping("monitoring", raw, ("trail", "trailBucketName"))
+    derived = f"{dumps.bucket_name}-trail"
+    if "trailBucketName" not in m and len(derived) > 63:
+        raise _err("monitoring.trailBucketName", None,
+                   f"is required: the default {derived} is longer than S3's 63 characters")
+    return MonitoringConfig(
+        trail=_choice("monitoring.trail", m.get("trail", "create"), TRAIL_CHOICES),
+        trail_bucket_name=_match("monitoring.trailBucketName", m.get("trailBucketName", derived), BUCKET_RE,
+                                 "must be a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"))
 
 
 def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: str = "prod") -> StackConfig:
@@ -431,6 +439,7 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
     if backup.copy_to_region == region:
         raise _err("backup.copyToRegion", region, "must be a different region from aws:region")
     ebs_encryption = _parse_ebs_encryption(raw.get("ebsEncryption"))
+    dumps = _parse_dumps(raw.get("dumps"))
     if backup.air_gapped_vault and not ebs_encryption.customer_managed:
         # AWS Backup copies EC2 recovery points into a logically air-gapped vault only when their
         # snapshots are encrypted with a customer managed key (not aws/ebs, not unencrypted).
@@ -452,12 +461,12 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
         backup=backup,
         recycle_bin=_parse_recycle_bin(raw.get("recycleBin")),
         baselines=_parse_baselines(raw.get("baselines")),
-        dumps=_parse_dumps(raw.get("dumps")),
+        dumps=dumps,
         files=_parse_files(raw.get("files")),
         stack=stack,
         guard_rails=_parse_guard_rails(raw.get("guardRails")),
         ebs_encryption=ebs_encryption,
-        monitoring=_parse_monitoring(raw.get("monitoring")),
+        monitoring=_parse_monitoring(raw.get("monitoring"), dumps),
     )
 
 

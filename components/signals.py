@@ -141,6 +141,10 @@ WEAKENING_CALLS = {
     "backup.amazonaws.com": ["DeleteBackupVaultLockConfiguration", "PutBackupVaultLockConfiguration",
                              "DeleteBackupVaultAccessPolicy", "PutBackupVaultAccessPolicy", "DeleteBackupPlan",
                              "DeleteBackupSelection", "DeleteRecoveryPoint", "UpdateRecoveryPointLifecycle"],
+    # Switching the watchers off is weakening too.
+    "cloudtrail.amazonaws.com": ["StopLogging", "DeleteTrail"],
+    "monitoring.amazonaws.com": ["DeleteAlarms", "DisableAlarmActions"],
+    "events.amazonaws.com": ["DisableRule", "DeleteRule", "RemoveTargets"],
 }
 BUCKET_WEAKENING_CALLS = ["PutBucketPolicy", "DeleteBucketPolicy", "PutBucketLifecycle", "DeleteBucketLifecycle",
                           "PutBucketObjectLockConfiguration", "PutBucketVersioning"]
@@ -257,17 +261,19 @@ def event_rule_specs(stack: str, dump_document_name: str, bucket_names: list[str
             key="weakening-api-call",
             catches="A call that unlocks a snapshot, lifts snapshot public-access blocking or EBS "
                     "encryption by default, removes or replaces a vault lock or vault access policy, deletes "
-                    "the plan, its selection or a recovery point, or shortens a recovery point's lifecycle "
-                    "(denied attempts included).",
+                    "the plan, its selection or a recovery point, shortens a recovery point's lifecycle, or "
+                    "switches off the trail, an alarm or an event rule (denied attempts included).",
             unseen="minutes after the call (CloudTrail to EventBridge, best effort; "
                    + ("the stack's trail" if with_trail else "needs the account's existing trail") + ")",
-            pattern={**trail_event, "source": ["aws.ec2", "aws.backup"],
+            # No "source": eventSource names the service exactly (CloudWatch's is monitoring.amazonaws.com).
+            pattern={**trail_event,
                      "detail": {"eventSource": sorted(WEAKENING_CALLS),
                                 "eventName": sorted(n for names in WEAKENING_CALLS.values() for n in names)}},
             input_paths={**who, "snapshot": "$.detail.requestParameters.snapshotId",
                          "vault": "$.detail.requestParameters.backupVaultName",
-                         "plan": "$.detail.requestParameters.backupPlanId"},
-            message={**api_call, "snapshot": "<snapshot>", "vault": "<vault>", "plan": "<plan>"},
+                         "plan": "$.detail.requestParameters.backupPlanId",
+                         "trail": "$.detail.requestParameters.name"},
+            message={**api_call, "snapshot": "<snapshot>", "vault": "<vault>", "plan": "<plan>", "trail": "<trail>"},
             needs_trail=True, samples=("AWS API Call via CloudTrail (envelope)",)),
         EventRuleSpec(
             key="dump-bucket-weakened",

@@ -47,7 +47,7 @@ def test_every_bucket_setting_applies_to_the_bucket(prod_stack):
 
 
 def test_versioning_is_enabled(prod_stack):
-    versioning = prod_stack.one("aws:s3/bucketVersioning:BucketVersioning")
+    versioning = prod_stack.one("aws:s3/bucketVersioning:BucketVersioning", "quickport-prod-dumps-versioning")
     assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
 
 
@@ -55,7 +55,8 @@ def test_objects_are_encrypted_with_the_buckets_own_rotating_key_and_a_bucket_ke
     key = prod_stack.one("aws:kms/key:Key", "quickport-prod-dumps-key")
     assert key.inputs["enableKeyRotation"] is True and key.protect
     [rule] = prod_stack.one(
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration").inputs["rules"]
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "quickport-prod-dumps-encryption").inputs["rules"]
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms",
                                                           "kmsMasterKeyId": key.outputs["arn"]}
     assert rule["bucketKeyEnabled"] is True
@@ -71,13 +72,15 @@ def test_bucket_key_is_not_the_vault_key(prod_stack):
 
 
 def test_all_four_public_access_blocks_are_on(prod_stack):
-    block = prod_stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    block = prod_stack.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                           "quickport-prod-dumps-public-access-block")
     for flag in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"):
         assert block.inputs[flag] is True, flag
 
 
 def test_bucket_owner_owns_every_object(prod_stack):
-    ownership = prod_stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    ownership = prod_stack.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+                               "quickport-prod-dumps-ownership")
     assert ownership.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
 
 

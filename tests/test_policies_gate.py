@@ -146,7 +146,8 @@ def test_missing_policy_config_file_exits_2(backupctl, tmp_path):
 # --- variants that need the program changed: same report path, changed resources -------------------
 
 def test_unprotected_dump_bucket_fails_the_gate(capsys, prod_config, shipped):
-    code, out = report(capsys, prod_config, shipped.changed("aws:s3/bucket:Bucket", protect=False))
+    code, out = report(capsys, prod_config, shipped.changed("aws:s3/bucket:Bucket", "quickport-prod-dumps-bucket",
+                                                                    protect=False))
     assert code == EXIT_FAILED
     assert "[mandatory]  critical-resources-protected" in out
     assert "S3 bucket 'quickport-prod-dumps-bucket' has protect: false" in out
@@ -170,7 +171,7 @@ def test_baseline_without_lock_fails_the_gate(capsys, prod_config, shipped):
 
 
 def test_violations_are_grouped_by_policy_with_each_urn(capsys, prod_config, shipped):
-    resources = shipped.changed("aws:s3/bucket:Bucket", protect=False)
+    resources = shipped.changed("aws:s3/bucket:Bucket", "quickport-prod-dumps-bucket", protect=False)
     key = next(r for r in resources if r.type == "aws:kms/key:Key")
     resources = resources.changed(key.type, key.name, protect=False)
     _, out = report(capsys, prod_config, resources)
