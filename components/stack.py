@@ -30,7 +30,8 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     dump = DumpDocument(f"{prefix}-dump", dump_args)
     monitoring = BackupMonitoring(f"{prefix}-monitoring", BackupMonitoringArgs.from_config(
         cfg, dump_document_name=dump_args.document_name))
-    vault_arns = [vault.vault_arn] + ([plan.copy_vault.arn] if plan.copy_vault else [])
+    vault_arns = [vault.vault_arn] + ([plan.copy_vault.arn] if plan.copy_vault else []) + (
+        [plan.air_gapped_vault.arn] if plan.air_gapped_vault else [])
     key_arns = [vault.key_arn, bucket.key_arn, monitoring.key.arn] + (
         [plan.copy_key.arn] if plan.copy_key else []) + ([monitoring.trail_key.arn] if monitoring.trail else [])
     guard = cfg.guard_rails
@@ -57,6 +58,8 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     pulumi.export("restoreTestingPlanName", plan.restore_testing_plan.name)
     if plan.copy_vault:
         pulumi.export("copyVaultArn", plan.copy_vault.arn)
+    if plan.air_gapped_vault:
+        pulumi.export("airGappedVaultArn", plan.air_gapped_vault.arn)
     pulumi.export("recycleBinSnapshotRuleId", recycle_bin.snapshot_rule_id)
     pulumi.export("recycleBinImageRuleId", recycle_bin.image_rule_id)
     pulumi.export("baselineSnapshotIds", baselines.snapshot_ids)

@@ -211,3 +211,28 @@ def test_pack_that_prints_a_port_but_never_answers_is_reported_and_stopped(tmp_p
         PolicyGate(stack_config={}, pack_dir=tmp_path, startup_timeout=2).start()
     with pytest.raises(ProcessLookupError):  # the pack was stopped, not left running
         os.kill(int((tmp_path / "pid").read_text()), 0)
+
+
+# --- every option on passes the gate ----------------------------------------------------------------
+
+OPTIONS = {
+    "copyToRegion": {"backup": {"copyToRegion": "ap-southeast-1"}},
+    "airGappedVault": {"backup": {"airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}},
+                       "ebsEncryption": {"defaultKmsKey": "stack"}},
+    "objectLock-compliance": {"dumps": {"objectLock": {"mode": "compliance", "days": 60}}},
+    "guardRails-roles-and-users": {"guardRails": {"operatorRoles": ["ops-admin"], "operatorUsers": ["asha"]}},
+    "ebsEncryption-key-arn": {"ebsEncryption": {
+        "defaultKmsKey": "arn:aws:kms:ap-south-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}},
+    "monitoring-existing-trail": {"monitoring": {"trail": "existing"}},
+}
+OPTIONS["all-at-once"] = {key: value for option in OPTIONS.values() for key, value in option.items()}
+OPTIONS["all-at-once"]["backup"] = {**OPTIONS["copyToRegion"]["backup"], **OPTIONS["airGappedVault"]["backup"]}
+OPTIONS["all-at-once"]["ebsEncryption"] = {"defaultKmsKey": "stack"}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_each_documented_option_passes_the_gate(backupctl, tmp_path, prod_config, option):
+    stack = write_stack(tmp_path, prod_config, **OPTIONS[option])
+    code, out, err = run_cli(backupctl, "--config-file", str(stack), "--json")
+    document = json.loads(out)
+    assert (code, document.get("violations")) == (EXIT_OK, []), err
