@@ -236,3 +236,21 @@ def test_each_documented_option_passes_the_gate(backupctl, tmp_path, prod_config
     code, out, err = run_cli(backupctl, "--config-file", str(stack), "--json")
     document = json.loads(out)
     assert (code, document.get("violations")) == (EXIT_OK, []), err
+
+
+def test_guard_rails_attached_to_nobody_fail_the_gate(backupctl, tmp_path, prod_config):
+    config = {k: v for k, v in prod_config.items() if k != f"{NS}:guardRails"}
+    stack = tmp_path / "Pulumi.variant.yaml"
+    stack.write_text(yaml.safe_dump({"config": config}))
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--json")
+    [violation] = json.loads(out)["violations"]
+    assert code == EXIT_FAILED and violation["policy"] == "operator-guard-rails-attached"
+    assert "is attached to nobody" in violation["message"]
+
+
+def test_a_dump_bucket_without_object_lock_fails_the_gate(capsys, prod_config, shipped):
+    lock = shipped.find("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
+                        "quickport-prod-dumps-object-lock")
+    code, out = report(capsys, prod_config, Resources(r for r in shipped if r is not lock), "--json")
+    assert code == EXIT_FAILED
+    assert {v["policy"] for v in json.loads(out)["violations"]} == {"dump-bucket-object-lock"}
