@@ -34,6 +34,8 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN
 
+from components.provider_errors import aws_failure_line
+
 UNLOCK_DELAY_RANGE = (7, 30)     # LockConfiguration.UnlockDelay.UnlockDelayValue, in DAYS
 RULE_ID_RE = re.compile(r"^[0-9a-zA-Z]{11}$")   # the rbin model's RuleIdentifier pattern
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -100,11 +102,7 @@ def _delay_of(rule: dict[str, Any]) -> Optional[int]:
 
 
 def _error(action: str, rule_id: str, e: Exception) -> RuleLockError:
-    from botocore.exceptions import ClientError
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        return RuleLockError(f"{action} {rule_id} failed: {err.get('Code')}: {err.get('Message')}")
-    return RuleLockError(f"{action} {rule_id} failed: {e}")
+    return RuleLockError(aws_failure_line(action, rule_id, e))
 
 
 class RecycleBinRuleLockProvider(ResourceProvider):

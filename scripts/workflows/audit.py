@@ -83,17 +83,21 @@ def _as_list(value: Any) -> list:
 
 def _denies_to_everyone(statement: dict[str, Any], action: str, vault_name: str) -> bool:
     """An unconditional Deny of the action to every principal on every recovery point of the vault."""
+    resources = [str(r) for r in _as_list(statement.get("Resource", []))]
+    return _denies_everyone(statement, (action,)) and any(
+        r == "*" or r.endswith(f":backup-vault:{vault_name}") or r.endswith(":recovery-point:*") for r in resources)
+
+
+def _denies_everyone(statement: dict[str, Any], actions: tuple[str, ...]) -> bool:
+    """An unconditional Deny to every principal covering all `actions` (wildcards honoured)."""
     if statement.get("Effect") != "Deny" or statement.get("Condition") or "NotAction" in statement \
             or "NotPrincipal" in statement:
         return False
     principal = statement.get("Principal")
     if not (principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS")))):
         return False
-    resources = [str(r) for r in _as_list(statement.get("Resource", []))]
-    if not any(r == "*" or r.endswith(f":backup-vault:{vault_name}") or r.endswith(":recovery-point:*")
-               for r in resources):
-        return False
-    return any(fnmatch.fnmatch(action.lower(), str(a).lower()) for a in _as_list(statement.get("Action", [])))
+    patterns = [str(a).lower() for a in _as_list(statement.get("Action", []))]
+    return all(any(fnmatch.fnmatch(a.lower(), p) for p in patterns) for a in actions)
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -366,18 +370,6 @@ def check_bucket_object_lock(scope: AuditScope) -> Check:
         return Check(name, FAIL, f"default retention {mode or '?'} {days} days; dumps.objectLock is "
                                  f"{lock.mode} {lock.days} days")
     return Check(name, OK, f"every new version locked: {mode}, {days} days")
-
-
-def _denies_everyone(statement: dict[str, Any], actions: tuple[str, ...]) -> bool:
-    """An unconditional Deny to every principal covering all `actions` (wildcards honoured)."""
-    if statement.get("Effect") != "Deny" or statement.get("Condition") or "NotAction" in statement \
-            or "NotPrincipal" in statement:
-        return False
-    principal = statement.get("Principal")
-    if not (principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS")))):
-        return False
-    patterns = [str(a).lower() for a in _as_list(statement.get("Action", []))]
-    return all(any(fnmatch.fnmatch(a.lower(), p) for p in patterns) for a in actions)
 
 
 def _tls_only(statement: dict[str, Any]) -> bool:
