@@ -472,10 +472,22 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
 
 # --- reading Pulumi.<stack>.yaml -----------------------------------------------------------------
 
+_pinned_project: Optional[Path] = None
+
+
+def pin_project_dir(path: Path) -> None:
+    """Use this project for the stack file, the program and the policy pack whatever the current
+    directory: scripts/backupctl pins its own checkout, as it always has."""
+    global _pinned_project
+    _pinned_project = Path(path).resolve()
+
+
 def project_dir(start: Optional[Path] = None) -> Path:
-    """The Pulumi project: the nearest directory at or above `start` (default: the current one) with a
-    Pulumi.yaml, as the Pulumi CLI finds it; else this source tree when it is one (scripts/backupctl
-    run from elsewhere); else `start` itself (an installed backupctl outside any project)."""
+    """The pinned project (scripts/backupctl); else the nearest directory at or above `start`
+    (default: the current one) with a Pulumi.yaml, as the Pulumi CLI finds it; else this source tree
+    when it is one; else `start` itself (an installed backupctl outside any project)."""
+    if _pinned_project is not None:
+        return _pinned_project
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         if (directory / "Pulumi.yaml").is_file():
@@ -484,11 +496,14 @@ def project_dir(start: Optional[Path] = None) -> Path:
 
 
 def stack_file(stack: str = "prod", root: Optional[Path] = None) -> Path:
-    """Pulumi.<stack>.yaml: in `root` if given; else the current directory's, else the project's. A
-    missing file comes back as the current directory's path, which the error then names."""
+    """Pulumi.<stack>.yaml: in `root` if given, else in the pinned project; else the current
+    directory's, else the project's. A missing file comes back as the current directory's path,
+    which the error then names."""
     name = f"Pulumi.{stack}.yaml"
     if root is not None:
         return root / name
+    if _pinned_project is not None:
+        return _pinned_project / name
     here = Path.cwd() / name
     if here.is_file():
         return here

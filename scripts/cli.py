@@ -35,7 +35,7 @@ class _UsageExit(Exception):
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (its default prints the whole usage block
-    first) and lets main() decide how to print it, so that --json still gets one document."""
+    first) and hands it to main(), which prints it and returns 2."""
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         raise _UsageExit(f"{self.prog}: error: {message}")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        if hasattr(module, "register"):
+        if info.name != "base":   # base.py is what the commands share; every other module registers
             module.register(sub)
     return parser
 
@@ -93,10 +93,16 @@ def _fail(ctx: Context, code: int, kind: str, message: str) -> int:
 
 def _closed_pipe() -> int:
     """The reader went away (`backupctl ... | head`): stop quietly, as a shell pipeline expects.
-    Point stdout at /dev/null so the interpreter's final flush does not raise again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    When stdout is the process's own, point it at /dev/null so the interpreter's final flush does
+    not raise again (a caller's redirected stdout, e.g. the demo's, is left alone)."""
+    if sys.stdout is sys.__stdout__ and sys.__stdout__ is not None:
+        try:
+            fd = sys.__stdout__.fileno()
+        except (OSError, ValueError):
+            return EXIT_BROKEN_PIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
     return EXIT_BROKEN_PIPE
 
 

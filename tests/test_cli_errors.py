@@ -21,8 +21,7 @@ def test_unparseable_aws_answer_is_one_line_exit_1_not_a_traceback(tmp_path, bac
                        "--log-file", str(tmp_path / "ops.jsonl"), clients={"ec2": _ec2_answering_garbage()})
     err = result.err.strip().splitlines()
     assert result.code == 1
-    assert err == ["backupctl verify: AWS error: unreadable response from the endpoint (does it implement this "
-                   "API?): Unable to parse response (syntax error), invalid XML received"]
+    assert err == ["backupctl verify: AWS error: Unable to parse response (syntax error), invalid XML received"]
 
 
 def test_failure_with_json_still_prints_one_json_document(tmp_path, backupctl):

@@ -54,6 +54,13 @@ def new_client(service: str, region: str) -> Any:
     return _shared_session.client(service, region_name=region, config=_config())
 
 
+def forget_shared_session() -> None:
+    """Drop the shared session (it caches credentials and config file paths): the emulator's
+    isolated environment calls this on entry and exit, so nothing of the machine's leaks in."""
+    global _shared_session
+    _shared_session = None
+
+
 @functools.lru_cache(maxsize=None)
 def partition_of(region: str) -> str:
     """aws, aws-cn or aws-us-gov: the partition an ARN in this region names."""

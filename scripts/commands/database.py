@@ -137,13 +137,21 @@ def _defaults_file(path):
 
 
 def run_db_backup(ctx: Context) -> int:
-    a, d = ctx.args, ctx.config.dumps
+    a = ctx.args
+
+    def stack(key: str) -> str:
+        """A dumps.* value from the stack config, read only when a flag leaves it out: with every
+        flag given, db-backup needs no stack file (a machine without the checkout)."""
+        return getattr(ctx.config.dumps, key)
+
     bucket, prefix = _dump_location(ctx)
+    defaults_file = _defaults_file(a.defaults_file)
     request = flow.DumpRequest(
-        database=_check(a.database or d.database, "--database", DATABASE_RE, DATABASE_RULE),
-        bucket=bucket, prefix=prefix, compression=a.compression or d.compression,
-        defaults_file=_defaults_file(a.defaults_file), password_parameter=a.password_parameter or d.password_parameter,
-        user=a.user or d.user, socket=a.socket, db_host=a.db_host, port=a.port)
+        database=_check(a.database or stack("database"), "--database", DATABASE_RE, DATABASE_RULE),
+        bucket=bucket, prefix=prefix, compression=a.compression or stack("compression"),
+        defaults_file=defaults_file,
+        password_parameter="" if defaults_file else a.password_parameter or stack("password_parameter"),
+        user=a.user or ("" if defaults_file else stack("user")), socket=a.socket, db_host=a.db_host, port=a.port)
     manifest = flow.db_backup(ctx, request)
     rows = sum(manifest["tables"].values())
     ctx.emit(manifest, f"dump s3://{bucket}/{manifest['key']}\n"

@@ -67,16 +67,19 @@ def emulated_environment(endpoint: str, workdir: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def isolated_environment(endpoint: str, workdir: Path) -> Iterator[None]:
     """This process's AWS settings point at the emulator until the block ends."""
+    from scripts.aws.session import forget_shared_session
     saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     try:
         for key in saved:
             del os.environ[key]
         os.environ.update(emulated_environment(endpoint, workdir))
+        forget_shared_session()   # a session made before caches the machine's credentials
         yield
     finally:
         for key in [k for k in os.environ if k.startswith("AWS_")]:
             del os.environ[key]
         os.environ.update(saved)
+        forget_shared_session()
 
 
 @contextlib.contextmanager

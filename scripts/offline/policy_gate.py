@@ -477,6 +477,9 @@ class PolicyGate:
             violations.append(Violation(policy=d.policyName, urn=urn, message=message or d.description,
                                         level=level_names[d.enforcementLevel], description=d.description,
                                         severity=severities.get(d.severity, "")))
+        # The engine registers resources in a different order on each run: sort, so that the report
+        # and preview's --json list the same violations in the same order every time.
+        violations.sort(key=lambda v: (v.policy, v.urn, v.message))
         return GateResult(pack=self.pack_name, version=self.pack_version, violations=violations,
                           analyzed=sum(not _is_provider(r) for r in resources))
 

@@ -41,7 +41,7 @@ def download_verified(session: Session, s3, manifest: dict[str, Any], bucket: st
     session.progress(f"downloading s3://{bucket}/{key} ({size / qd.MIB:.1f} MiB)")
     try:
         s3api.download(s3, bucket, key, str(path), on_bytes)
-    except AWS_ERRORS as e:
+    except AWS_ERRORS + (OSError,) as e:   # OSError: a full or unwritable local disk
         raise CommandError(f"downloading s3://{bucket}/{key}: {describe(e)}") from None
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -256,12 +256,16 @@ class _Scratch:
                 self.session.progress(f"warning: could not drop scratch database {self.name}: {e}; drop it by hand")
 
 
-def _drill_target(client: "Client", request: DrillRequest, manifest_key: str, manifest: dict[str, Any]) -> str:
+def _check_drill_source(request: DrillRequest, manifest_key: str, manifest: dict[str, Any]) -> None:
     source, target = manifest.get("database"), request.target
     if request.database and source != request.database:
         raise UsageError(f"--database {request.database!r}: the manifest {manifest_key} is a dump of {source!r}")
     if source == target:
         raise UsageError(f"--target-database {target!r}: must differ from the source database")
+
+
+def _drill_target(client: "Client", request: DrillRequest) -> str:
+    target = request.target
     if schema_exists(client, target):
         raise UsageError(f"--target-database {target!r}: exists on the server; the drill only restores into "
                          f"a new database (choose another name, or drop it yourself)")
@@ -272,8 +276,9 @@ def drill(session: Session, request: DrillRequest) -> dict[str, Any]:
     """Restore a dump into a new scratch database and compare it with its manifest; the report."""
     s3 = session.client("s3")
     manifest_key, manifest = resolve_manifest(s3, request.bucket, request.latest_key, request.manifest_key)
+    _check_drill_source(request, manifest_key, manifest)   # bad input is exit 2 before any tool is needed
     client = Client(request.defaults_file)
-    target = _drill_target(client, request, manifest_key, manifest)
+    target = _drill_target(client, request)
     session.log("db-restore-drill-started", manifest=manifest_key, target=target)
     report: dict[str, Any] = {"bucket": request.bucket, "manifest": manifest_key, "key": manifest["key"],
                               "database": manifest.get("database"), "target_database": target,
@@ -289,7 +294,7 @@ def drill(session: Session, request: DrillRequest) -> dict[str, Any]:
         session.progress("comparing tables, row counts and objects with the manifest")
         counts, objects = restored_inventory(client, target)
         report.update(compare(manifest, counts, objects))
-    except (CommandError, qd.Terminated) as e:
+    except (CommandError, qd.Terminated, OSError) as e:   # OSError: a full disk for the download
         scratch.drop()
         leftover = (f"; scratch database {target} was NOT dropped ({report['drop_error']}): drop it by hand"
                     if "drop_error" in report else "")
@@ -323,7 +328,7 @@ class FilesArchiveRequest:
 def single_host(s3, bucket: str, prefix: str) -> str:
     try:
         hosts = s3api.child_prefixes(s3, bucket, prefix)
-    except AWS_ERRORS as e:
+    except Exception as e:  # botocore errors and the like: one line naming what was listed
         raise CommandError(f"listing s3://{bucket}/{prefix}/: {describe(e)}") from None
     if len(hosts) != 1:
         raise UsageError(f"--host: required; hosts under s3://{bucket}/{prefix}/ are: {', '.join(hosts) or 'none'}")

@@ -313,8 +313,10 @@ def list_snapshots(session: Session) -> Listing:
     if snaps:
         try:
             locks = ec2api.describe_locks(ec2, [s["SnapshotId"] for s in snaps])
-        except AWS_ERRORS as e:  # e.g. an endpoint without the API answers with a non-XML 500
+        except AWS_ERRORS as e:
             lock_error = f"DescribeLockedSnapshots failed: {describe(e)}"
+        except Exception as e:  # whatever else the lock API does must not hide the snapshots themselves
+            lock_error = f"DescribeLockedSnapshots not available: {type(e).__name__}"
     now = utcnow()
     rows = []
     for s in snaps:
