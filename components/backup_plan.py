@@ -12,8 +12,8 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.backup_vault import rotating_key, vault_lock
-from components.config import StackConfig, VaultLock
+from components.backup_vault import rotating_key, vault_lock, vault_policy_document
+from components.config import AirGappedVault, StackConfig, VaultLock
 from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:DailySnapshotPlan"
@@ -39,6 +39,9 @@ class DailySnapshotPlanArgs:
     completion_window_minutes: int = 480              # a root-volume snapshot takes minutes; 8 h is generous
     copy_to_region: Optional[str] = None              # None: no cross-region copy
     copy_vault_lock: VaultLock = field(default_factory=VaultLock)  # lock of the copy vault
+    # None: no air-gapped copy. Else a logically air-gapped vault (compliance lock built in) in this
+    # account and region, which the daily rule copies every recovery point to.
+    air_gapped_vault: Optional[AirGappedVault] = None
     restore_test_schedule: str = "cron(0 6 ? * SUN *)"  # weekly, Sunday 06:00 UTC (11:30 IST)
     restore_test_validation_hours: int = 2            # the test instance is deleted after this
     # None: AWS infers the restore (default VPC and security group, same instance type, IMDSv2).
@@ -52,7 +55,7 @@ class DailySnapshotPlanArgs:
         return cls(plan_name=b.plan_name, vault_name=vault_name, vault_arn=vault_arn,
                    instance_id=cfg.instance_id, region=cfg.region, schedule=b.schedule,
                    retention_days=b.retention_days, copy_to_region=b.copy_to_region,
-                   copy_vault_lock=b.vault_lock)
+                   copy_vault_lock=b.vault_lock, air_gapped_vault=b.air_gapped_vault)
 
 
 def instance_arn(region: str, instance_id: str) -> pulumi.Output[str]:
@@ -95,12 +98,15 @@ class DailySnapshotPlan(pulumi.ComponentResource):
                 opts=child)
             for policy in BACKUP_SERVICE_POLICIES]
 
-        copy_actions = None
+        copy_actions = []
         self.copy_provider: Optional[aws.Provider] = None
         self.copy_key: Optional[aws.kms.Key] = None
         self.copy_vault: Optional[aws.backup.Vault] = None
+        self.air_gapped_vault: Optional[aws.backup.LogicallyAirGappedVault] = None
         if args.copy_to_region:
-            copy_actions = [self._declare_copy_vault(name, args)]
+            copy_actions.append(self._declare_copy_vault(name, args))
+        if args.air_gapped_vault:
+            copy_actions.append(self._declare_air_gapped_vault(name, args, args.air_gapped_vault))
 
         self.plan = aws.backup.Plan(
             f"{name}-plan",
@@ -112,7 +118,7 @@ class DailySnapshotPlan(pulumi.ComponentResource):
                 start_window=args.start_window_minutes,
                 completion_window=args.completion_window_minutes,
                 lifecycle=aws.backup.PlanRuleLifecycleArgs(delete_after=args.retention_days),
-                copy_actions=copy_actions,
+                copy_actions=copy_actions or None,
                 # The tag puts the recovery point's snapshots under the operators' deny-delete guard rail.
                 recovery_point_tags=STRATEGY_TAGS,
             )],
@@ -160,6 +166,7 @@ class DailySnapshotPlan(pulumi.ComponentResource):
             "planId": self.plan_id, "planArn": self.plan_arn, "roleArn": self.role_arn,
             "selectionId": self.selection.id, "restoreTestingPlanName": self.restore_testing_plan.name,
             "copyVaultArn": self.copy_vault.arn if self.copy_vault else None,
+            "airGappedVaultArn": self.air_gapped_vault.arn if self.air_gapped_vault else None,
         })
 
     def _declare_copy_vault(self, name: str, args: DailySnapshotPlanArgs) -> aws.backup.PlanRuleCopyActionArgs:
@@ -178,6 +185,25 @@ class DailySnapshotPlan(pulumi.ComponentResource):
             tags=STRATEGY_TAGS, opts=kept)
         self.copy_vault_lock = vault_lock(f"{name}-copy-vault-lock", self.copy_vault.name,
                                           args.copy_vault_lock, kept)
+        # The same deny as the main vault: without it, anyone allowed backup:DeleteRecoveryPoint could
+        # empty the copy (and the pack's backup-vault-deny-delete fails the stack).
+        self.copy_vault_policy = aws.backup.VaultPolicy(
+            f"{name}-copy-vault-policy", backup_vault_name=self.copy_vault.name, policy=vault_policy_document(),
+            opts=in_region)
         return aws.backup.PlanRuleCopyActionArgs(
             destination_vault_arn=self.copy_vault.arn,
+            lifecycle=aws.backup.PlanRuleCopyActionLifecycleArgs(delete_after=args.retention_days))
+
+    def _declare_air_gapped_vault(self, name: str, args: DailySnapshotPlanArgs,
+                                  vault: AirGappedVault) -> aws.backup.PlanRuleCopyActionArgs:
+        """A logically air-gapped vault: compliance-locked by AWS (nobody, root included, deletes a
+        point before its retention ends), encrypted with an AWS-owned key (AWS's recommendation: the
+        account cannot lose or disable it), shareable with a recovery account through AWS RAM."""
+        self.air_gapped_vault = aws.backup.LogicallyAirGappedVault(
+            f"{name}-air-gapped-vault", name=f"{args.plan_name}-air-gapped"[:50],
+            min_retention_days=vault.min_retention_days, max_retention_days=vault.max_retention_days,
+            tags=STRATEGY_TAGS, opts=pulumi.ResourceOptions(parent=self, protect=True))
+        # The copy keeps the daily retention, which the config holds inside the vault's range.
+        return aws.backup.PlanRuleCopyActionArgs(
+            destination_vault_arn=self.air_gapped_vault.arn,
             lifecycle=aws.backup.PlanRuleCopyActionLifecycleArgs(delete_after=args.retention_days))

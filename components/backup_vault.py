@@ -6,7 +6,7 @@ Seed rules: zero data loss (recovery points nobody can delete early), protection
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -45,8 +45,10 @@ class BackupVaultArgs:
                    alert_email=cfg.backup.alert_email)
 
 
-def key_policy_allowing_services(services: tuple[str, ...]) -> pulumi.Output[str]:
-    """The default key policy (the account's IAM decides) plus data-key use by the given services.
+def key_policy_allowing_services(services: tuple[str, ...],
+                                 extra_statements: Sequence[Any] = ()) -> pulumi.Output[str]:
+    """The default key policy (the account's IAM decides) plus data-key use by the given services,
+    plus `extra_statements` (service statements with conditions).
 
     A service principal can only use a customer managed key its key policy names; AWS Backup needs it
     to publish to the KMS-encrypted alert topic.
@@ -69,17 +71,20 @@ def key_policy_allowing_services(services: tuple[str, ...]) -> pulumi.Output[str
             "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
             "Resource": "*",
         })
+    statements.extend(extra_statements)
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
 
 
 def rotating_key(name: str, description: str, alias: str, opts: pulumi.ResourceOptions,
                  services: tuple[str, ...] = (),
-                 deletion_window_days: int = 30) -> tuple[aws.kms.Key, aws.kms.Alias]:
+                 deletion_window_days: int = 30,
+                 extra_statements: Sequence[Any] = ()) -> tuple[aws.kms.Key, aws.kms.Alias]:
     """A customer managed key that rotates yearly, plus `alias/<alias>`. The key is protected: losing
     it loses everything it encrypts. `opts` (parent, provider) apply to both."""
     key = aws.kms.Key(
         name, description=description, enable_key_rotation=True,
-        deletion_window_in_days=deletion_window_days, policy=key_policy_allowing_services(services),
+        deletion_window_in_days=deletion_window_days,
+        policy=key_policy_allowing_services(services, extra_statements),
         tags=STRATEGY_TAGS, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(protect=True)))
     key_alias = aws.kms.Alias(f"{name}-alias", name=f"alias/{alias}", target_key_id=key.key_id, opts=opts)
     return key, key_alias

@@ -39,6 +39,11 @@ DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 IAM_ROLE_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+IAM_GROUP_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
+KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z]{2}(?:-gov)?-[a-z]+-\d:\d{12}:key/[0-9a-f-]{36}$")
+OBJECT_LOCK_MIN_DAYS = 7          # the strategy's floor for anything that keeps backups
+EBS_KEY_CHOICES = ("aws-managed", "stack")
+TRAIL_CHOICES = ("create", "existing")
 
 
 # --- value checks: each returns the clean value or raises ConfigError naming the key --------------
@@ -94,6 +99,12 @@ class VaultLock:
 
 
 @dataclass(frozen=True)
+class AirGappedVault:
+    min_retention_days: int = 7       # AWS's floor for a logically air-gapped vault
+    max_retention_days: int = 35      # the daily copy's lifecycle must lie in min..max
+
+
+@dataclass(frozen=True)
 class BackupConfig:
     vault_name: str = "quickport-prod-vault"
     plan_name: str = "quickport-prod-daily"
@@ -102,6 +113,7 @@ class BackupConfig:
     vault_lock: VaultLock = field(default_factory=VaultLock)
     alert_email: Optional[str] = None
     copy_to_region: Optional[str] = None
+    air_gapped_vault: Optional[AirGappedVault] = None   # None: no logically air-gapped copy
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,12 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class ObjectLock:
+    mode: str = "governance"          # governance: s3:BypassGovernanceRetention can lift it; compliance: nobody
+    days: int = 30                    # default retention of every object version (dumps.retentionDays)
+
+
+@dataclass(frozen=True)
 class DumpConfig:
     bucket_name: str = "quickport-prod-db-dumps"
     prefix: str = "mysql"
@@ -139,6 +157,38 @@ class DumpConfig:
     password_parameter: str = "/quickport/prod/mysql/backup-password"
     user: str = "backup"
     compression: str = "zstd"
+    object_lock: ObjectLock = field(default_factory=ObjectLock)
+
+
+@dataclass(frozen=True)
+class GuardRailsConfig:
+    """Who gets the deny-only operator policy attached (IAM names, not ARNs)."""
+    operator_groups: tuple[str, ...] = ()
+    operator_roles: tuple[str, ...] = ()
+    operator_users: tuple[str, ...] = ()
+
+    @property
+    def attached_to_anyone(self) -> bool:
+        return bool(self.operator_groups or self.operator_roles or self.operator_users)
+
+
+@dataclass(frozen=True)
+class EbsEncryptionConfig:
+    # "aws-managed": new volumes use the aws/ebs key; "stack": a rotating customer managed key the
+    # stack creates; or the ARN of an existing customer managed key.
+    default_kms_key: str = "aws-managed"
+
+    @property
+    def customer_managed(self) -> bool:
+        return self.default_kms_key != "aws-managed"
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    # "create": the stack declares a CloudTrail trail (API-call alerts need one that logs management
+    # events); "existing": the account already has one logging in this region (a second costs money).
+    trail: str = "create"
+    trail_bucket_name: str = "quickport-prod-db-dumps-trail"   # default: <dumps.bucketName>-trail
 
 
 @dataclass(frozen=True)
@@ -154,10 +204,14 @@ class StackConfig:
     dumps: DumpConfig
     files: tuple[str, ...]
     stack: str = "prod"
+    guard_rails: GuardRailsConfig = field(default_factory=GuardRailsConfig)
+    ebs_encryption: EbsEncryptionConfig = field(default_factory=EbsEncryptionConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
 
 TOP_LEVEL_KEYS = ("instanceId", "rootVolumeId", "elasticIpAllocationId", "instanceRoleName",
-                  "backup", "recycleBin", "baselines", "dumps", "files")
+                  "backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption",
+                  "monitoring")
 DEFAULT_FILES = ("/var/www/quickport/.env", "/opt/gt06-server")
 
 
@@ -182,9 +236,25 @@ def _parse_vault_lock(raw: Any, retention_days: int) -> VaultLock:
     return VaultLock(mode, lo, hi, changeable)
 
 
+def _parse_air_gapped_vault(raw: Any, retention_days: int) -> Optional[AirGappedVault]:
+    if raw is None:
+        return None
+    key = "backup.airGappedVault"
+    v = _mapping(key, raw, ("minRetentionDays", "maxRetentionDays"))
+    lo = _int(f"{key}.minRetentionDays", v.get("minRetentionDays", 7), 7, 36500)
+    hi = _int(f"{key}.maxRetentionDays", v.get("maxRetentionDays", 35), 7, 36500)
+    if hi < lo:
+        raise _err(f"{key}.maxRetentionDays", hi, f"must be at least minRetentionDays ({lo})")
+    if not lo <= retention_days <= hi:
+        # The daily copy keeps backup.retentionDays; the vault refuses copies outside its range.
+        raise _err("backup.retentionDays", retention_days,
+                   f"must lie within the air-gapped vault's range {lo}..{hi} days")
+    return AirGappedVault(lo, hi)
+
+
 def _parse_backup(raw: Any) -> BackupConfig:
     b = _mapping("backup", raw, ("vaultName", "planName", "schedule", "retentionDays", "vaultLock",
-                                 "alertEmail", "copyToRegion"))
+                                 "alertEmail", "copyToRegion", "airGappedVault"))
     d = BackupConfig()
     retention = _int("backup.retentionDays", b.get("retentionDays", d.retention_days), 1, 36500)
     copy_region = b.get("copyToRegion")
@@ -202,6 +272,7 @@ def _parse_backup(raw: Any) -> BackupConfig:
             "backup.alertEmail", email, EMAIL_RE, "must be an email address"),
         copy_to_region=None if copy_region is None else _match(
             "backup.copyToRegion", copy_region, REGION_RE, "must be an AWS region name, e.g. ap-southeast-1"),
+        air_gapped_vault=_parse_air_gapped_vault(b.get("airGappedVault"), retention),
     )
 
 
@@ -252,11 +323,21 @@ def _parse_baselines(raw: Any) -> tuple[Baseline, ...]:
     return tuple(out)
 
 
+def _parse_object_lock(raw: Any, retention_days: int) -> ObjectLock:
+    key = "dumps.objectLock"
+    v = _mapping(key, raw, ("mode", "days"))
+    return ObjectLock(
+        mode=_choice(f"{key}.mode", v.get("mode", "governance"), LOCK_MODES),
+        days=_int(f"{key}.days", v.get("days", max(OBJECT_LOCK_MIN_DAYS, retention_days)),
+                  OBJECT_LOCK_MIN_DAYS, 36500))
+
+
 def _parse_dumps(raw: Any) -> DumpConfig:
     d = _mapping("dumps", raw, ("bucketName", "prefix", "filesPrefix", "database", "schedule",
                                 "retentionDays", "noncurrentRetentionDays", "passwordParameter",
-                                "user", "compression"))
+                                "user", "compression", "objectLock"))
     dflt = DumpConfig()
+    retention = _int("dumps.retentionDays", d.get("retentionDays", dflt.retention_days), 1, 36500)
     prefix_rule = "must be lowercase path segments of a-z, 0-9, '.', '_' or '-' without leading or trailing '/'"
     cfg = DumpConfig(
         bucket_name=_match("dumps.bucketName", d.get("bucketName", dflt.bucket_name), BUCKET_RE,
@@ -268,7 +349,7 @@ def _parse_dumps(raw: Any) -> DumpConfig:
                         "must be a MariaDB database name of 1-64 letters, digits or underscores"),
         schedule=_match("dumps.schedule", d.get("schedule", dflt.schedule), CRON_RE,
                         "must be an AWS cron expression with six fields, e.g. 'cron(30 20 * * ? *)'"),
-        retention_days=_int("dumps.retentionDays", d.get("retentionDays", dflt.retention_days), 1, 36500),
+        retention_days=retention,
         noncurrent_retention_days=_int("dumps.noncurrentRetentionDays",
                                        d.get("noncurrentRetentionDays", dflt.noncurrent_retention_days),
                                        1, 36500),
@@ -278,6 +359,7 @@ def _parse_dumps(raw: Any) -> DumpConfig:
         user=_match("dumps.user", d.get("user", dflt.user), re.compile(r"^[A-Za-z0-9_]{1,80}$"),
                     "must be a MariaDB user name of letters, digits or underscores"),
         compression=_choice("dumps.compression", d.get("compression", dflt.compression), COMPRESSIONS),
+        object_lock=_parse_object_lock(d.get("objectLock"), retention),
     )
     if cfg.prefix == cfg.files_prefix:
         raise _err("dumps.filesPrefix", cfg.files_prefix, "must differ from dumps.prefix")
@@ -299,6 +381,50 @@ def _parse_files(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _names(key: str, raw: Any, pattern: re.Pattern, allowed: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _err(key, raw, f"must be a list of {allowed}")
+    for i, name in enumerate(raw):
+        _match(f"{key}[{i}]", name, pattern, f"must be {allowed}")
+    if len(set(raw)) != len(raw):
+        raise _err(key, raw, "must not name the same one twice")
+    return tuple(raw)
+
+
+def _parse_guard_rails(raw: Any) -> GuardRailsConfig:
+    g = _mapping("guardRails", raw, ("operatorGroups", "operatorRoles", "operatorUsers"))
+    return GuardRailsConfig(
+        operator_groups=_names("guardRails.operatorGroups", g.get("operatorGroups"), IAM_GROUP_RE,
+                               "an IAM group name (1-128 of letters, digits, +=,.@_-)"),
+        operator_roles=_names("guardRails.operatorRoles", g.get("operatorRoles"), IAM_ROLE_RE,
+                              "an IAM role name (1-64 of letters, digits, +=,.@_-)"),
+        operator_users=_names("guardRails.operatorUsers", g.get("operatorUsers"), IAM_ROLE_RE,
+                              "an IAM user name (1-64 of letters, digits, +=,.@_-)"))
+
+
+def _parse_ebs_encryption(raw: Any) -> EbsEncryptionConfig:
+    e = _mapping("ebsEncryption", raw, ("defaultKmsKey",))
+    key = e.get("defaultKmsKey", "aws-managed")
+    if key not in EBS_KEY_CHOICES and not (isinstance(key, str) and KMS_KEY_ARN_RE.match(key)):
+        raise _err("ebsEncryption.defaultKmsKey", key,
+                   "must be aws-managed, stack, or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
+    return EbsEncryptionConfig(key)
+
+
+def _parse_monitoring(raw: Any, dumps: DumpConfig) -> MonitoringConfig:
+    m = _mapping("monitoring", raw, ("trail", "trailBucketName"))
+    derived = f"{dumps.bucket_name}-trail"
+    if "trailBucketName" not in m and len(derived) > 63:
+        raise _err("monitoring.trailBucketName", None,
+                   f"is required: the default {derived} is longer than S3's 63 characters")
+    return MonitoringConfig(
+        trail=_choice("monitoring.trail", m.get("trail", "create"), TRAIL_CHOICES),
+        trail_bucket_name=_match("monitoring.trailBucketName", m.get("trailBucketName", derived), BUCKET_RE,
+                                 "must be a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"))
+
+
 def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: str = "prod") -> StackConfig:
     """Parse the namespace's keys (without the 'quickport-backup:' prefix) into a StackConfig."""
     raw = _mapping("", raw, TOP_LEVEL_KEYS)
@@ -312,6 +438,15 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
     backup = _parse_backup(raw.get("backup"))
     if backup.copy_to_region == region:
         raise _err("backup.copyToRegion", region, "must be a different region from aws:region")
+    ebs_encryption = _parse_ebs_encryption(raw.get("ebsEncryption"))
+    dumps = _parse_dumps(raw.get("dumps"))
+    if backup.air_gapped_vault and not ebs_encryption.customer_managed:
+        # AWS Backup copies EC2 recovery points into a logically air-gapped vault only when their
+        # snapshots are encrypted with a customer managed key (not aws/ebs, not unencrypted).
+        raise _err("ebsEncryption.defaultKmsKey", ebs_encryption.default_kms_key,
+                   "must be stack or a customer managed key ARN when backup.airGappedVault is set: AWS "
+                   "Backup copies EC2 recovery points to an air-gapped vault only from volumes encrypted "
+                   "with a customer managed key")
     return StackConfig(
         region=region,
         instance_id=_match("instanceId", raw["instanceId"], _ID_RE["instance"],
@@ -326,9 +461,12 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
         backup=backup,
         recycle_bin=_parse_recycle_bin(raw.get("recycleBin")),
         baselines=_parse_baselines(raw.get("baselines")),
-        dumps=_parse_dumps(raw.get("dumps")),
+        dumps=dumps,
         files=_parse_files(raw.get("files")),
         stack=stack,
+        guard_rails=_parse_guard_rails(raw.get("guardRails")),
+        ebs_encryption=ebs_encryption,
+        monitoring=_parse_monitoring(raw.get("monitoring"), dumps),
     )
 
 

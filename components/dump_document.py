@@ -21,6 +21,7 @@ import pulumi_aws as aws
 
 from components.config import DEFAULT_FILES, REPO_ROOT, DumpConfig, StackConfig
 from components.naming import RESTORES_PREFIX
+from components.signals import METRICS_NAMESPACE
 from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:DumpDocument"
@@ -43,6 +44,7 @@ PARAMETER_PATTERNS = {
     "User": r"^[A-Za-z0-9_]{1,80}$",
     "Compression": r"^(zstd|gzip)$",
     "Region": r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
+    "Stack": r"^[A-Za-z0-9_.-]{1,100}$",
 }
 PARAMETER_DESCRIPTIONS = {
     "Database": "MariaDB database to dump",
@@ -53,6 +55,7 @@ PARAMETER_DESCRIPTIONS = {
     "User": "MariaDB user with read-only dump privileges",
     "Compression": "zstd or gzip",
     "Region": "AWS region of the bucket and the password parameter",
+    "Stack": f"Stack dimension of the dump's CloudWatch metrics (namespace {METRICS_NAMESPACE})",
 }
 
 
@@ -76,6 +79,7 @@ class DumpDocumentArgs:
     document_name: str = "quickport-backup-dump"  # SSM document name
     script_path: Path = DUMP_SCRIPT            # embedded verbatim
     timeout_seconds: int = 7200                # per step; a large dump must not be cut at SSM's 1 h default
+    stack: str = "prod"                        # Stack dimension of the dump metrics the alarms watch
     # What must exist before the first nightly run, e.g. the DumpBucket component (its encryption,
     # policy and versioning); the association waits for it.
     association_depends_on: Sequence[pulumi.Resource] = ()
@@ -87,7 +91,7 @@ class DumpDocumentArgs:
         return cls(instance_id=cfg.instance_id, instance_role_name=cfg.instance_role_name,
                    region=cfg.region, bucket_name=bucket_name, bucket_arn=bucket_arn, key_arn=key_arn,
                    dumps=cfg.dumps, files=cfg.files, document_name=f"quickport-{cfg.stack}-backup-dump",
-                   association_depends_on=tuple(association_depends_on))
+                   stack=cfg.stack, association_depends_on=tuple(association_depends_on))
 
 
 def read_dump_script(path: Path) -> str:
@@ -148,20 +152,20 @@ def verify_and_run_commands(script: str, invocation: str, install_dir: str = INS
 
 
 def document_content(script: str, files: tuple[str, ...], dumps: DumpConfig, region: str,
-                     timeout_seconds: int = 7200) -> dict:
+                     timeout_seconds: int = 7200, stack: str = "prod") -> dict:
     """The SSM Command document (schema 2.2) as a dict."""
     py = 'python3 "$dir/quickport_dump.py"'
     db_invocation = (
         f"{py} db --database '{{{{ Database }}}}' --bucket '{{{{ Bucket }}}}' --prefix '{{{{ Prefix }}}}'"
         " --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
-        " --compression '{{ Compression }}' --region '{{ Region }}'")
+        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'")
     # Paths come from the validated stack config (absolute, no spaces); quoted all the same.
     paths = " ".join(f"--path {shlex.quote(p)}" for p in files)
     files_invocation = (f"{py} files --bucket '{{{{ Bucket }}}}' --prefix '{{{{ FilesPrefix }}}}' {paths}"
                         " --compression '{{ Compression }}' --region '{{ Region }}'")
     defaults = {"Database": dumps.database, "Bucket": dumps.bucket_name, "Prefix": dumps.prefix,
                 "FilesPrefix": dumps.files_prefix, "PasswordParameter": dumps.password_parameter,
-                "User": dumps.user, "Compression": dumps.compression, "Region": region}
+                "User": dumps.user, "Compression": dumps.compression, "Region": region, "Stack": stack}
     parameters: dict[str, dict[str, Any]] = {}
     for name, pattern in PARAMETER_PATTERNS.items():
         parameters[name] = {"type": "String", "description": PARAMETER_DESCRIPTIONS[name],
@@ -194,7 +198,7 @@ def parameter_arn_suffix(name: str) -> str:
 def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str], dumps: DumpConfig,
                              region: str) -> pulumi.Output[str]:
     """Exactly what the dump and restore hand-offs need: add objects under three prefixes, the bucket
-    key, one parameter."""
+    key, one parameter, metrics in one namespace."""
     identity = aws.get_caller_identity_output()
     partition = aws.get_partition_output()
     parameter_arn = pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":",
@@ -238,6 +242,15 @@ def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Inpu
                 "Action": "ssm:GetParameter",
                 "Resource": parameter_arn,
             },
+            {
+                # PutMetricData has no resource-level permissions ("*" is required); the namespace
+                # condition key keeps the instance from writing into any other namespace.
+                "Sid": "PublishDumpMetrics",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            },
         ],
     })
 
@@ -250,7 +263,7 @@ class DumpDocument(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         script = read_dump_script(args.script_path)
         content = json.dumps(document_content(script, args.files, args.dumps, args.region,
-                                              args.timeout_seconds), indent=1)
+                                              args.timeout_seconds, args.stack), indent=1)
         if len(content.encode()) > MAX_DOCUMENT_BYTES:
             raise DumpDocumentError(
                 f"SSM document {args.document_name} would be {len(content.encode())} bytes; AWS allows "
@@ -282,7 +295,8 @@ class DumpDocument(pulumi.ComponentResource):
             max_errors="0",
             parameters={"Database": d.database, "Bucket": args.bucket_name, "Prefix": d.prefix,
                         "FilesPrefix": d.files_prefix, "PasswordParameter": d.password_parameter,
-                        "User": d.user, "Compression": d.compression, "Region": args.region},
+                        "User": d.user, "Compression": d.compression, "Region": args.region,
+                        "Stack": args.stack},
             opts=pulumi.ResourceOptions(parent=self,
                                         depends_on=[self.instance_policy, *args.association_depends_on]))
 

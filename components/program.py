@@ -7,7 +7,7 @@ from components.config import TOP_LEVEL_KEYS, StackConfig, parse_config
 from components.errors import ConfigError
 from components.tags import NAMESPACE
 
-_OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files"}
+_OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption", "monitoring"}
 
 
 def _reject_unknown_keys() -> None:

@@ -2,7 +2,8 @@
 
 Seed rule: protection from human error. A snapshot or AMI deleted by mistake (or by a script) goes
 to the Recycle Bin instead of disappearing; a locked rule cannot be deleted or weakened until its
-unlock delay has passed after an explicit unlock.
+unlock delay has passed after an explicit unlock. The lock is enforced by a RecycleBinRuleLock
+(components/rbin_lock.py), which calls rbin:LockRule when the live rule is not locked.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import StackConfig
+from components.rbin_lock import RecycleBinRuleLock, RecycleBinRuleLockArgs
 from components.tags import STRATEGY_TAGS
 
 TYPE_TOKEN = "quickport:backup:RecycleBin"
@@ -42,6 +44,7 @@ class RecycleBin(pulumi.ComponentResource):
                 unlock_delay=aws.rbin.RuleLockConfigurationUnlockDelayArgs(
                     unlock_delay_unit="DAYS", unlock_delay_value=args.unlock_delay_days))
         self.rules: dict[str, aws.rbin.Rule] = {}
+        self.locks: dict[str, RecycleBinRuleLock] = {}
         for resource_type in RESOURCE_TYPES:
             slug = resource_type.lower().replace("_", "-")
             # Neither resource_tags nor exclude_resource_tags: a Region-level rule covers every
@@ -56,6 +59,13 @@ class RecycleBin(pulumi.ComponentResource):
                 lock_configuration=lock,
                 tags=STRATEGY_TAGS,
                 opts=pulumi.ResourceOptions(parent=self, protect=True))
+            if args.lock:
+                # The provider may not send lock_configuration (terraform-provider-aws#32534): read the
+                # live LockState after the rule exists and call LockRule when it is not locked.
+                self.locks[resource_type] = RecycleBinRuleLock(
+                    f"{name}-{slug}-lock", RecycleBinRuleLockArgs(rule_id=self.rules[resource_type].id,
+                                                                  unlock_delay_days=args.unlock_delay_days),
+                    opts=pulumi.ResourceOptions(parent=self, protect=True))
 
         self.snapshot_rule_id = self.rules["EBS_SNAPSHOT"].id
         self.image_rule_id = self.rules["EC2_IMAGE"].id

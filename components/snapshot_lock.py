@@ -28,7 +28,9 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN  # the SDK's "known only after apply" marker
+from pulumi.runtime.rpc import UNKNOWN as _UNKNOWN
+
+from components.provider_errors import aws_failure_line  # the SDK's "known only after apply" marker
 
 LOCK_MODES = ("governance", "compliance")
 DAYS_RANGE = (1, 36500)          # LockSnapshot LockDuration (RetentionPeriodRequestDays)
@@ -138,11 +140,7 @@ def _now() -> dt.datetime:
 
 
 def _error(action: str, snapshot_id: str, e: Exception) -> SnapshotLockError:
-    from botocore.exceptions import ClientError
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        return SnapshotLockError(f"{action} {snapshot_id} failed: {err.get('Code')}: {err.get('Message')}")
-    return SnapshotLockError(f"{action} {snapshot_id} failed: {e}")
+    return SnapshotLockError(aws_failure_line(action, snapshot_id, e))
 
 
 class EbsSnapshotLockProvider(ResourceProvider):

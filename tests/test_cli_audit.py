@@ -9,19 +9,23 @@ The whole Recycle Bin (rbin) API is a plain Stubber: that client never reaches t
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from components.config import AirGappedVault, load_stack_config
 from components.schedules import runs_at_least_daily
 from scripts.agent import quickport_dump
 from scripts.offline import standin
 from scripts.offline.stubs import PartialStubber
+from scripts.workflows.audit import AuditScope, check_air_gapped_vault
 from tests.fixtures.aws_account import BASELINE, Prod
 from tests.fixtures.cli import Backupctl
 
@@ -31,6 +35,7 @@ PLAN = "quickport-prod-daily"
 BUCKET = "quickport-prod-db-dumps-ap-south-1"
 DB = "quickport_crm_laravel"
 ACCOUNT = "123456789012"   # moto's default account
+TRAIL_BUCKET = f"{BUCKET}-trail"
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Account:
     recovery_points: Any = None
     vault_policy: Any = None
     rbin_rules: Any = None
+    image_rules: Any = None
+    bucket_policy: Any = None
     locks: Any = None
     block_public_access: Any = "block-all-sharing"
     stubbers: list = field(default_factory=list)
@@ -79,6 +86,18 @@ def _good_policy() -> dict:
                    "backup:PutBackupVaultAccessPolicy"], "Resource": "*"}]}
 
 
+def _bucket_policy() -> dict:
+    """The stack's dump bucket policy (components/dump_bucket.py)."""
+    arn = f"arn:aws:s3:::{BUCKET}"
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "DenyObjectVersionDeletion", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObjectVersion",
+         "Resource": f"{arn}/*"},
+        {"Sid": "DenyPolicyChangesExceptByRoot", "Effect": "Deny", "Principal": "*",
+         "Action": ["s3:PutBucketPolicy", "s3:DeleteBucketPolicy"], "Resource": arn}]}
+
+
 def _recovery_point(account: Account, age_hours: float, status: str = "COMPLETED") -> dict:
     created = _now() - dt.timedelta(hours=age_hours)
     return {"RecoveryPointArn": f"arn:aws:ec2:{REGION}::image/ami-0{int(age_hours * 10):016x}",
@@ -86,10 +105,12 @@ def _recovery_point(account: Account, age_hours: float, status: str = "COMPLETED
             "Status": status, "CreationDate": created, "CompletionDate": created + dt.timedelta(minutes=9)}
 
 
-def _rbin_rule(retention_days: int = 7, lock_state: Optional[str] = "locked", tags: Optional[list] = None) -> dict:
-    rule = {"Identifier": "a1b2c3d4e5f", "ResourceType": "EBS_SNAPSHOT", "Status": "available",
+def _rbin_rule(retention_days: int = 7, lock_state: Optional[str] = "locked", tags: Optional[list] = None,
+               resource_type: str = "EBS_SNAPSHOT") -> dict:
+    rule_id = "a1b2c3d4e5f" if resource_type == "EBS_SNAPSHOT" else "f5e4d3c2b1a"
+    rule = {"Identifier": rule_id, "ResourceType": resource_type, "Status": "available",
             "RetentionPeriod": {"RetentionPeriodValue": retention_days, "RetentionPeriodUnit": "DAYS"},
-            "RuleArn": f"arn:aws:rbin:{REGION}:{ACCOUNT}:rule/a1b2c3d4e5f"}
+            "RuleArn": f"arn:aws:rbin:{REGION}:{ACCOUNT}:rule/{rule_id}"}
     if lock_state:
         rule["LockState"] = lock_state
         rule["LockConfiguration"] = {"UnlockDelay": {"UnlockDelayValue": 7, "UnlockDelayUnit": "DAYS"}}
@@ -127,18 +148,25 @@ def plan_rule() -> Optional[dict]:
 
 
 @pytest.fixture
-def account(prod_instance, plan_rule, backupctl) -> Account:
-    """The production instance (fixture prod_instance) with what the strategy makes around it: the
-    locked baseline, the locked vault and its plan, the hardened dump bucket with a fresh dump."""
-    snap = standin.tag_snapshot(prod_instance, BASELINE)
+def account(encrypted_prod_instance, plan_rule, backupctl) -> Account:
+    """The production instance (encrypted root) with what the strategy makes around it: the locked
+    baseline, the locked vault and its plan, the hardened, Object-Locked dump bucket with a fresh dump,
+    EBS encryption by default, the alarms and the logging trail, the guard rails on the operators."""
+    prod = encrypted_prod_instance
+    snap = standin.tag_snapshot(prod, BASELINE)
     standin.build_vault_and_plan(REGION, VAULT, PLAN, min_days=7, max_days=35,
                                  rule={} if plan_rule is None else plan_rule)
-    standin.build_dump_bucket(REGION, BUCKET)
-    _write_dump(prod_instance.client("s3"))
-    acct = Account(prod_instance, snap, backupctl)
+    standin.build_dump_bucket(REGION, BUCKET, object_lock=("GOVERNANCE", 30))
+    _write_dump(prod.client("s3"))
+    prod.client("ec2").enable_ebs_encryption_by_default()
+    standin.build_monitoring(REGION, "prod", DB, VAULT, TRAIL_BUCKET)
+    standin.build_guard_rails(REGION, ("quickport-operators",), "quickport-backup-operator-guard-rails")
+    acct = Account(prod, snap, backupctl)
     acct.recovery_points = [_recovery_point(acct, 3), _recovery_point(acct, 27)]
     acct.vault_policy = _good_policy()
     acct.rbin_rules = [_rbin_rule()]
+    acct.image_rules = [_rbin_rule(resource_type="EC2_IMAGE")]
+    acct.bucket_policy = _bucket_policy()
     acct.locks = [_lock(snap)]
     return acct
 
@@ -152,7 +180,14 @@ def _answer(stubber: Stubber, operation: str, value: Any, response: dict, expect
 
 
 def _stubbed_clients(acct: Account) -> dict:
-    backup, ec2, rbin = acct.client("backup"), acct.client("ec2"), acct.client("rbin")
+    backup, ec2, rbin, s3 = acct.client("backup"), acct.client("ec2"), acct.client("rbin"), acct.client("s3")
+    # The emulator evaluates bucket policies, and a TLS-only one denies its plain-HTTP endpoint everything:
+    # the policy is answered here, every other S3 call reaches the emulator.
+    p = PartialStubber(s3, {"GetBucketPolicy"})
+    if acct.bucket_policy is None:
+        p.add_client_error("get_bucket_policy", "NoSuchBucketPolicy", "The bucket policy does not exist", 404)
+    else:
+        p.add_response("get_bucket_policy", {"Policy": json.dumps(acct.bucket_policy)}, {"Bucket": BUCKET})
     b = PartialStubber(backup, {"ListRecoveryPointsByBackupVault", "GetBackupVaultAccessPolicy"})
     _answer(b, "list_recovery_points_by_backup_vault", acct.recovery_points,
             {"RecoveryPoints": acct.recovery_points if isinstance(acct.recovery_points, list) else []},
@@ -167,13 +202,14 @@ def _stubbed_clients(acct: Account) -> dict:
                            "Backup vault access policy not found", 404)
 
     r = Stubber(rbin)
-    if isinstance(acct.rbin_rules, ApiError):
-        _answer(r, "list_rules", acct.rbin_rules, {}, {"ResourceType": "EBS_SNAPSHOT"})
-    else:
+    for resource_type, rules in (("EBS_SNAPSHOT", acct.rbin_rules), ("EC2_IMAGE", acct.image_rules)):
+        if isinstance(rules, ApiError):
+            _answer(r, "list_rules", rules, {}, {"ResourceType": resource_type})
+            continue
         r.add_response("list_rules", {"Rules": [
             {k: rule[k] for k in ("Identifier", "RetentionPeriod", "LockState", "RuleArn") if k in rule}
-            for rule in acct.rbin_rules]}, {"ResourceType": "EBS_SNAPSHOT"})
-        for rule in acct.rbin_rules:
+            for rule in rules]}, {"ResourceType": resource_type})
+        for rule in rules:
             r.add_response("get_rule", rule, {"Identifier": rule["Identifier"]})
 
     e = PartialStubber(ec2, {"DescribeLockedSnapshots", "GetSnapshotBlockPublicAccessState"})
@@ -181,10 +217,10 @@ def _stubbed_clients(acct: Account) -> dict:
             {"Snapshots": acct.locks if isinstance(acct.locks, list) else []}, {"SnapshotIds": ANY})
     _answer(e, "get_snapshot_block_public_access_state", acct.block_public_access,
             {"State": acct.block_public_access, "ManagedBy": "account"}, {})
-    for s in (b, r, e):
+    for s in (b, r, e, p):
         s.activate()
-    acct.stubbers = [b, r, e]
-    return {"backup": backup, "ec2": ec2, "rbin": rbin}
+    acct.stubbers = [b, r, e, p]
+    return {"backup": backup, "ec2": ec2, "rbin": rbin, "s3": s3}
 
 
 def run_audit(acct: Account, *extra: str) -> tuple[int, dict]:
@@ -511,7 +547,9 @@ def test_without_latest_json_the_newest_manifest_counts(account):
 def test_no_dump_at_all_fails(account):
     s3 = account.client("s3")
     for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
-        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+        # Object Lock (governance) holds them: only s3:BypassGovernanceRetention gets them out.
+        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"],
+                         BypassGovernanceRetention=True)
     check = audit_check(account, "dump-fresh")
     assert check["status"] == "FAIL" and "no dump manifest" in check["detail"]
 
@@ -535,7 +573,9 @@ def test_suspended_versioning_fails(account):
 def test_missing_dump_bucket_fails_every_bucket_check(account):
     s3 = account.client("s3")
     for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
-        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])
+        # Object Lock (governance) holds them: only s3:BypassGovernanceRetention gets them out.
+        s3.delete_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"],
+                         BypassGovernanceRetention=True)
     s3.delete_bucket(Bucket=BUCKET)
     _, doc = run_audit(account)
     assert {status_of(doc, n)["status"] for n in ("dump-fresh", "dump-bucket-versioning",
@@ -570,3 +610,271 @@ def test_sse_s3_bucket_fails(account):
         "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
     check = audit_check(account, "dump-bucket-encryption")
     assert check["status"] == "FAIL" and "AES256" in check["detail"]
+
+
+# --- the dead-man's switch alarms -----------------------------------------------------------------
+
+def test_alarms_all_quiet_are_ok(account):
+    check = audit_check(account, "alarms")
+    assert check["status"] == "ok" and "quickport-prod-dump-missing" in check["detail"]
+
+
+def test_an_alarm_in_alarm_fails_the_audit_naming_it_and_its_reason(account):
+    account.client("cloudwatch").set_alarm_state(AlarmName="quickport-prod-dump-missing", StateValue="ALARM",
+                                                 StateReason="Threshold Crossed: 26 datapoints were less than 1")
+    rc, doc = run_audit(account)
+    check = status_of(doc, "alarms")
+    assert rc == 1 and check["status"] == "FAIL"
+    assert check["detail"].startswith("quickport-prod-dump-missing in ALARM since ")
+    assert "Threshold Crossed: 26 datapoints were less than 1" in check["detail"]
+
+
+def test_a_deleted_alarm_fails_the_audit(account):
+    account.client("cloudwatch").delete_alarms(AlarmNames=["quickport-prod-backup-job-missing"])
+    check = audit_check(account, "alarms")
+    assert check == {"name": "alarms", "status": "FAIL", "detail": "quickport-prod-backup-job-missing does not exist"}
+
+
+def test_an_alarm_not_evaluated_yet_is_could_not_check(account):
+    account.client("cloudwatch").set_alarm_state(AlarmName="quickport-prod-backup-job-missing",
+                                                 StateValue="INSUFFICIENT_DATA", StateReason="new")
+    assert audit_check(account, "alarms")["status"] == "could-not-check"
+
+
+def test_a_stopped_trail_fails_the_api_call_trail_check(account):
+    account.client("cloudtrail").stop_logging(Name="quickport-prod-management-events")
+    check = audit_check(account, "api-call-trail")
+    assert check["status"] == "FAIL" and "trail quickport-prod-management-events is stopped" in check["detail"]
+
+
+def test_a_logging_trail_is_ok(account):
+    assert audit_check(account, "api-call-trail") == {
+        "name": "api-call-trail", "status": "ok", "detail": "logging: quickport-prod-management-events"}
+
+
+# --- Recycle Bin: both rules -----------------------------------------------------------------------
+
+def test_unlocked_image_rule_fails_recycle_bin_images(account):
+    account.image_rules = [_rbin_rule(lock_state=None, resource_type="EC2_IMAGE")]
+    rc, doc = run_audit(account)
+    check = status_of(doc, "recycle-bin-images")
+    assert rc == 1 and check["status"] == "FAIL" and "never locked, must be locked" in check["detail"]
+    assert status_of(doc, "recycle-bin")["status"] == "ok"
+
+
+def test_no_image_rule_fails_recycle_bin_images(account):
+    account.image_rules = []
+    assert audit_check(account, "recycle-bin-images") == {
+        "name": "recycle-bin-images", "status": "FAIL", "detail": "no Recycle Bin retention rule for EC2_IMAGE"}
+
+
+def test_rule_with_exclusion_tags_fails(account):
+    account.rbin_rules = [_rbin_rule(lock_state=None)]
+    account.rbin_rules[0]["ExcludeResourceTags"] = [{"ResourceTagKey": "keep", "ResourceTagValue": "no"}]
+    assert "excludes tagged snapshots" in audit_check(account, "recycle-bin")["detail"]
+
+
+# --- vault policy and lock mode --------------------------------------------------------------------
+
+def test_vault_policy_without_the_put_policy_deny_fails(account):
+    policy = _good_policy()
+    policy["Statement"][0]["Action"] = ["backup:DeleteRecoveryPoint", "backup:UpdateRecoveryPointLifecycle"]
+    account.vault_policy = policy
+    check = audit_check(account, "vault-access-policy")
+    assert check["status"] == "FAIL" and check["detail"].endswith(
+        "policy does not deny backup:PutBackupVaultAccessPolicy to every principal without conditions")
+
+
+def test_vault_lock_in_governance_when_the_config_says_compliance_fails(account):
+    account.prod.write_config(account.config_file, backup={
+        **account.prod.stack_config()["config"]["quickport-backup:backup"],
+        "vaultLock": {"mode": "compliance", "minRetentionDays": 7, "maxRetentionDays": 35, "changeableForDays": 3}})
+    check = audit_check(account, "vault-lock")
+    assert check == {"name": "vault-lock", "status": "FAIL", "detail": "vault quickport-prod-vault lock is governance "
+                                                                       "mode (no LockDate); backup.vaultLock.mode is "
+                                                                       "compliance"}
+
+
+# --- the dump bucket: Object Lock, policy, lifecycle -----------------------------------------------
+
+def test_object_locked_bucket_is_ok(account):
+    assert audit_check(account, "dump-bucket-object-lock")["detail"] == "every new version locked: governance, 30 days"
+
+
+def test_bucket_without_object_lock_fails(account):
+    unlocked = "qp-unlocked-dumps"
+    standin.build_dump_bucket(REGION, unlocked, hardened=False)
+    account.prod.write_config(account.config_file, dumps={
+        **account.prod.stack_config()["config"]["quickport-backup:dumps"], "bucketName": unlocked})
+    check = audit_check(account, "dump-bucket-object-lock")
+    assert check["status"] == "FAIL" and check["detail"].startswith(f"S3 Object Lock is off on {unlocked}")
+
+
+@pytest.mark.parametrize("lock, expected", [
+    ({"mode": "compliance", "days": 30}, "default retention governance 30 days; dumps.objectLock is compliance 30"),
+    ({"mode": "governance", "days": 45}, "default retention governance 30 days; dumps.objectLock is governance 45"),
+])
+def test_object_lock_weaker_than_the_config_fails(account, lock, expected):
+    account.prod.write_config(account.config_file, dumps={
+        **account.prod.stack_config()["config"]["quickport-backup:dumps"], "objectLock": lock})
+    check = audit_check(account, "dump-bucket-object-lock")
+    assert check["status"] == "FAIL" and check["detail"].startswith(expected)
+
+
+def test_the_stacks_bucket_policy_is_ok(account):
+    assert audit_check(account, "dump-bucket-policy")["status"] == "ok"
+
+
+def test_no_bucket_policy_fails(account):
+    account.bucket_policy = None
+    assert audit_check(account, "dump-bucket-policy")["status"] == "FAIL"
+
+
+@pytest.mark.parametrize("sid, missing", [
+    ("DenyInsecureTransport", "TLS-only"), ("DenyObjectVersionDeletion", "Deny s3:DeleteObjectVersion"),
+    ("DenyPolicyChangesExceptByRoot", "Deny s3:PutBucketPolicy, s3:DeleteBucketPolicy")])
+def test_bucket_policy_missing_a_statement_fails_naming_it(account, sid, missing):
+    account.bucket_policy["Statement"] = [s for s in account.bucket_policy["Statement"] if s["Sid"] != sid]
+    check = audit_check(account, "dump-bucket-policy")
+    assert check["status"] == "FAIL" and missing in check["detail"]
+
+
+def test_tls_deny_of_only_some_actions_is_not_tls_only(account):
+    [tls] = [s for s in account.bucket_policy["Statement"] if s["Sid"] == "DenyInsecureTransport"]
+    tls["Action"] = "s3:GetObject"
+    assert "TLS-only" in audit_check(account, "dump-bucket-policy")["detail"]
+
+
+def test_the_stacks_lifecycle_is_ok(account):
+    assert audit_check(account, "dump-bucket-lifecycle")["status"] == "ok"
+
+
+def _lifecycle(account, *rules):
+    account.client("s3").put_bucket_lifecycle_configuration(Bucket=BUCKET,
+                                                            LifecycleConfiguration={"Rules": list(rules)})
+
+
+def test_lifecycle_without_the_bucket_wide_abort_rule_fails(account):
+    _lifecycle(account, *({"ID": f"expire-{p}", "Status": "Enabled", "Filter": {"Prefix": f"{p}/"},
+                           "Expiration": {"Days": 30},
+                           "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}} for p in ("mysql", "files")))
+    check = audit_check(account, "dump-bucket-lifecycle")
+    assert check["status"] == "FAIL" and "no bucket-wide rule aborting incomplete multipart uploads" in check["detail"]
+
+
+def test_lifecycle_expiring_dumps_early_fails(account):
+    _lifecycle(account, {"ID": "abort", "Status": "Enabled", "Filter": {},
+                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+               {"ID": "expire-mysql", "Status": "Enabled", "Filter": {"Prefix": "mysql/"}, "Expiration": {"Days": 3}},
+               {"ID": "expire-files", "Status": "Enabled", "Filter": {"Prefix": "files/"}, "Expiration": {"Days": 30},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1}})
+    detail = audit_check(account, "dump-bucket-lifecycle")["detail"]
+    assert "rule expire-mysql expires objects after 3 days (< 7)" in detail
+    assert "rule expire-files expires old versions after 1 days (< 7)" in detail
+
+
+def test_lifecycle_missing_the_files_rule_fails(account):
+    _lifecycle(account, {"ID": "abort", "Status": "Enabled", "Filter": {},
+                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+               {"ID": "expire-mysql", "Status": "Enabled", "Filter": {"Prefix": "mysql/"}, "Expiration": {"Days": 30}})
+    assert "no rule expiring files/" in audit_check(account, "dump-bucket-lifecycle")["detail"]
+
+
+# --- encryption ---------------------------------------------------------------------------------
+
+def test_encrypted_root_volume_is_ok(account):
+    assert audit_check(account, "root-volume-encryption")["status"] == "ok"
+
+
+def test_unencrypted_root_volume_fails_with_the_migration_path(account):
+    plain = standin.build_instance(cidr="10.30.0.0/16", name="unencrypted")
+    check = audit_check(account, "root-volume-encryption", "--instance-id", plain.instance_id)
+    assert check["status"] == "FAIL"
+    assert check["detail"].startswith(f"root volume {plain.root_volume_id} is not encrypted")
+    for step in ("aws ec2 copy-snapshot", "--encrypted", "backupctl restore-instance --snapshot COPY --method detach",
+                 "downtime: the instance is stopped"):
+        assert step in check["detail"], step
+
+
+def test_air_gapped_copies_need_the_root_on_a_customer_managed_key(account, backupctl):
+    account.prod.write_config(account.config_file, ebsEncryption={"defaultKmsKey": "stack"}, backup={
+        **account.prod.stack_config()["config"]["quickport-backup:backup"],
+        "airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}})
+    kms = account.client("kms")
+    with PartialStubber(kms, {"DescribeKey"}) as stub:
+        stub.always("describe_key", {"KeyMetadata": {"KeyId": "aws-ebs", "KeyManager": "AWS"}})
+        result = backupctl("audit", "--json", "--config-file", str(account.config_file), "--log-file",
+                           str(account.log_file), clients={**_stubbed_clients(account), "kms": kms})
+    check = status_of(result.json(), "root-volume-encryption")
+    assert check["status"] == "FAIL" and "encrypted with the AWS managed aws/ebs key" in check["detail"]
+
+
+def test_ebs_encryption_by_default_off_fails(account):
+    account.client("ec2").disable_ebs_encryption_by_default()
+    check = audit_check(account, "ebs-encryption-by-default")
+    assert check["status"] == "FAIL" and "EBS encryption by default is off" in check["detail"]
+
+
+def test_a_configured_default_key_that_is_still_aws_ebs_fails(account, backupctl):
+    arn = "arn:aws:kms:ap-south-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    account.prod.write_config(account.config_file, ebsEncryption={"defaultKmsKey": arn})
+    clients = _stubbed_clients(account)
+    e = PartialStubber(clients["ec2"], {"GetEbsDefaultKmsKeyId"})
+    e.add_response("get_ebs_default_kms_key_id", {"KmsKeyId": "alias/aws/ebs"}, {})
+    with e:
+        result = backupctl("audit", "--json", "--config-file", str(account.config_file), "--log-file",
+                           str(account.log_file), clients=clients)
+    check = status_of(result.json(), "ebs-encryption-by-default")
+    assert check == {"name": "ebs-encryption-by-default", "status": "FAIL",
+                     "detail": f"on, but new volumes get alias/aws/ebs; ebsEncryption.defaultKmsKey is {arn}"}
+
+
+# --- the air-gapped vault and the guard rails -----------------------------------------------------
+
+def test_air_gapped_vault_not_configured_is_ok(account):
+    assert audit_check(account, "air-gapped-vault")["detail"] == "not configured (backup.airGappedVault)"
+
+
+def test_configured_air_gapped_vault_that_does_not_exist_fails(account):
+    account.prod.write_config(account.config_file, ebsEncryption={"defaultKmsKey": "stack"}, backup={
+        **account.prod.stack_config()["config"]["quickport-backup:backup"],
+        "airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}})
+    assert audit_check(account, "air-gapped-vault")["status"] == "FAIL"
+
+
+@pytest.mark.parametrize("vault, status", [
+    ({"VaultType": "LOGICALLY_AIR_GAPPED_BACKUP_VAULT", "VaultState": "AVAILABLE", "MinRetentionDays": 7,
+      "MaxRetentionDays": 35, "Locked": True}, "ok"),
+    ({"VaultType": "BACKUP_VAULT", "MinRetentionDays": 7, "MaxRetentionDays": 35}, "FAIL"),
+    ({"VaultType": "LOGICALLY_AIR_GAPPED_BACKUP_VAULT", "VaultState": "FAILED", "MinRetentionDays": 7}, "FAIL"),
+])
+def test_air_gapped_vault_check_reads_type_state_and_retention(vault, status):
+    # moto has no logically air-gapped vaults: the check runs on a stubbed client (model-checked).
+    cfg = load_stack_config("prod")
+    cfg = dataclasses.replace(cfg, backup=dataclasses.replace(cfg.backup, air_gapped_vault=AirGappedVault(7, 35)))
+    backup = boto3.client("backup", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(backup) as stub:
+        stub.add_response("describe_backup_vault", {"BackupVaultName": "quickport-prod-daily-air-gapped", **vault},
+                          {"BackupVaultName": "quickport-prod-daily-air-gapped"})
+
+        class OneClient:
+            region = REGION
+
+            def client(self, service, region=None):
+                return backup
+        check = check_air_gapped_vault(AuditScope(OneClient(), cfg, "i-0a1b2c3d4e5f67890", _now(), 26))
+    assert check.status == status
+
+
+def test_guard_rails_on_the_configured_group_are_ok(account):
+    assert audit_check(account, "guard-rails-attached")["detail"] == (
+        "quickport-backup-operator-guard-rails attached to group quickport-operators")
+
+
+def test_guard_rails_detached_fail(account):
+    iam = account.client("iam")
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/quickport-backup-operator-guard-rails"
+    iam.detach_group_policy(GroupName="quickport-operators", PolicyArn=arn)
+    check = audit_check(account, "guard-rails-attached")
+    assert check["status"] == "FAIL" and check["detail"] == (
+        "quickport-backup-operator-guard-rails is attached to nobody; not to group quickport-operators")

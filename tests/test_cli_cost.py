@@ -166,3 +166,36 @@ def test_bad_flag_value_exits_2_naming_the_flag(flag, value, backupctl):
     result = backupctl("cost", flag, value)
     err = result.err
     assert result.code == 2 and flag in err and "must be" in err and len(err.strip().splitlines()) == 1
+
+
+def test_alarms_and_dump_metrics_are_a_fixed_monthly_line(run_cost):
+    _, doc = run_cost("--usd-inr", "100")
+    fee = line(doc, "alarms and dump metrics")
+    # 2 alarms x 0.10 + 3 custom metrics x 0.30 (before the always-free tier)
+    assert (fee["gb_month"], fee["usd"], fee["inr"]) == (0.0, pytest.approx(1.1), pytest.approx(110.0))
+    assert doc["prices"]["alarm_usd_month"] == 0.1 and doc["prices"]["verified"] is False
+
+
+def test_the_trail_costs_only_its_log_storage(run_cost):
+    _, doc = run_cost("--trail-log-gb", "2")
+    trail = line(doc, "CloudTrail logs (S3)")
+    # 2 GB a month kept 90 days = 6 GB-month at the S3 Standard price
+    assert trail["gb_month"] == pytest.approx(6.0) and trail["usd"] == pytest.approx(0.15)
+
+
+def test_an_existing_trail_adds_no_storage_line(instance, run_cost):
+    instance.write_config(instance.config_file, monitoring={"trail": "existing"})
+    _, doc = run_cost()
+    assert all(entry["item"] != "CloudTrail logs (S3)" for entry in doc["lines"])
+
+
+def test_air_gapped_copies_are_priced_only_when_configured(instance, run_cost):
+    _, before = run_cost()
+    assert all(entry["item"] != "air-gapped copies" for entry in before["lines"])
+    backup = {**instance.stack_config()["config"]["quickport-backup:backup"],
+              "airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}}
+    instance.write_config(instance.config_file, backup=backup, ebsEncryption={"defaultKmsKey": "stack"})
+    _, doc = run_cost("--air-gapped-gb-month", "0.1")
+    assert line(doc, "air-gapped copies")["gb_month"] == line(doc, "daily recovery points")["gb_month"]
+    assert line(doc, "air-gapped copies")["usd"] == pytest.approx(2 * line(doc, "daily recovery points")["usd"],
+                                                                  abs=0.01)

@@ -19,7 +19,8 @@ from components.dump_document import (
 )
 
 SHIPPED_SCRIPT = REPO_ROOT / "scripts" / "agent" / "quickport_dump.py"
-PARAMETERS = ["Bucket", "Compression", "Database", "FilesPrefix", "PasswordParameter", "Prefix", "Region", "User"]
+PARAMETERS = ["Bucket", "Compression", "Database", "FilesPrefix", "PasswordParameter", "Prefix", "Region", "Stack",
+              "User"]
 INJECTIONS = ["; rm -rf /", "x'; rm -rf / #", "$(reboot)", "`id`", "a b", "a|b", "a&&b", "a\nrm -rf /", "'"]
 
 
@@ -118,7 +119,7 @@ def test_database_step_runs_the_db_subcommand_with_every_parameter_quoted(prod_s
     assert invocation == (
         "python3 \"$dir/quickport_dump.py\" db --database '{{ Database }}' --bucket '{{ Bucket }}'"
         " --prefix '{{ Prefix }}' --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
-        " --compression '{{ Compression }}' --region '{{ Region }}'")
+        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'")
 
 
 def test_files_step_archives_every_configured_path(stack_with):
@@ -175,7 +176,7 @@ def test_association_passes_the_configured_values_which_satisfy_the_patterns(pro
     assert parameters == {"Database": "quickport_crm_laravel", "Bucket": "quickport-prod-db-dumps-ap-south-1",
                           "Prefix": "mysql", "FilesPrefix": "files",
                           "PasswordParameter": "/quickport/prod/mysql/backup-password", "User": "backup",
-                          "Compression": "zstd", "Region": "ap-south-1"}
+                          "Compression": "zstd", "Region": "ap-south-1", "Stack": "prod"}
     for name, value in parameters.items():
         assert re.search(PARAMETER_PATTERNS[name], value), name
 
@@ -187,9 +188,10 @@ def test_instance_role_policy_is_attached_to_the_configured_role(prod_stack):
 def test_instance_role_may_only_add_objects_under_the_dump_files_and_restores_prefixes(prod_stack):
     statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
-    assert sorted(by_sid) == ["HandRestoresBack", "ReadBucketEncryption", "ReadDumpPassword", "UseBucketKey",
-                              "WriteDumpsAndFiles"]
-    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements)
+    assert sorted(by_sid) == ["HandRestoresBack", "PublishDumpMetrics", "ReadBucketEncryption", "ReadDumpPassword",
+                              "UseBucketKey", "WriteDumpsAndFiles"]
+    assert all(s["Effect"] == "Allow" and "Condition" not in s for s in statements
+               if s["Sid"] != "PublishDumpMetrics")
     write = by_sid["WriteDumpsAndFiles"]
     assert sorted(write["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
     bucket = "arn:aws:s3:::quickport-prod-db-dumps-ap-south-1"
@@ -215,13 +217,28 @@ def test_instance_role_may_read_only_the_password_parameter(prod_stack):
     assert ssm["Resource"] == "arn:aws:ssm:ap-south-1:123456789012:parameter/quickport/prod/mysql/backup-password"
 
 
+def test_instance_role_may_publish_metrics_only_into_the_backup_namespace(prod_stack):
+    statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
+    [metrics] = [s for s in statements if s["Sid"] == "PublishDumpMetrics"]
+    # PutMetricData supports no resource ARNs; the namespace condition key is what scopes it.
+    assert metrics == {"Sid": "PublishDumpMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+                       "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": "QuickportBackup"}}}
+
+
+def test_agent_and_alarms_use_one_metrics_namespace():
+    from components.signals import METRICS_NAMESPACE
+    from scripts.agent import quickport_dump
+    assert quickport_dump.METRICS_NAMESPACE == METRICS_NAMESPACE
+
+
 def test_association_waits_for_the_instance_policy_and_the_bucket(prod_stack):
     association = prod_stack.one("aws:ssm/association:Association")
     assert prod_stack.one("aws:iam/rolePolicy:RolePolicy").urn in association.dependencies
     # A dependency on a component is a dependency on each of its children.
     for type_ in ("aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning",
                   "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"):
-        assert prod_stack.one(type_).urn in association.dependencies, type_
+        [child] = [r for r in prod_stack.of_type(type_) if r.name.startswith("quickport-prod-dumps-")]
+        assert child.urn in association.dependencies, type_
 
 
 def test_every_document_child_is_parented_to_the_component(prod_stack):

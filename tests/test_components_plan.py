@@ -95,6 +95,51 @@ def test_copy_vault_and_its_key_live_in_the_copy_region_and_are_protected(stack_
     assert key.outputs["arn"].startswith("arn:aws:kms:ap-southeast-1:")
 
 
+def test_copy_vault_denies_recovery_point_deletion_like_the_main_vault(stack_with, prod_config):
+    declared = _with_backup(stack_with, prod_config, copyToRegion="ap-southeast-1")
+    provider = declared.one("pulumi:providers:aws")
+    copy_policy = declared.one("aws:backup/vaultPolicy:VaultPolicy", "quickport-prod-daily-copy-vault-policy")
+    main_policy = declared.one("aws:backup/vaultPolicy:VaultPolicy", "quickport-prod-vault-policy")
+    assert copy_policy.inputs["backupVaultName"] == "quickport-prod-daily-copy"
+    assert copy_policy.provider.startswith(provider.urn + "::")
+    assert json.loads(copy_policy.inputs["policy"]) == json.loads(main_policy.inputs["policy"])
+
+
+def _with_air_gap(stack_with, prod_config, **vault):
+    return stack_with({BACKUP_NS: {**prod_config[BACKUP_NS], "airGappedVault": vault or {
+        "minRetentionDays": 7, "maxRetentionDays": 35}}, "quickport-backup:ebsEncryption": {"defaultKmsKey": "stack"}})
+
+
+def test_air_gapped_vault_gets_every_daily_recovery_point_copied_in(stack_with, prod_config):
+    declared = _with_air_gap(stack_with, prod_config)
+    vault = declared.one("aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault")
+    assert vault.inputs["name"] == "quickport-prod-daily-air-gapped"
+    assert (vault.inputs["minRetentionDays"], vault.inputs["maxRetentionDays"]) == (7, 35)
+    assert vault.protect
+    assert "encryptionKeyArn" not in vault.inputs       # AWS-owned key: AWS's recommendation
+    [copy_action] = _rule(declared)["copyActions"]
+    assert copy_action == {"destinationVaultArn": vault.outputs["arn"], "lifecycle": {"deleteAfter": 7}}
+    # Same account and region as the main vault (no provider of its own).
+    assert vault.outputs["arn"].startswith("arn:aws:backup:ap-south-1:123456789012:backup-vault:")
+
+
+def test_air_gapped_and_cross_region_copies_together(stack_with, prod_config):
+    backup = {**prod_config[BACKUP_NS], "copyToRegion": "ap-southeast-1",
+              "airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}}
+    declared = stack_with({BACKUP_NS: backup, "quickport-backup:ebsEncryption": {"defaultKmsKey": "stack"}})
+    destinations = [c["destinationVaultArn"] for c in _rule(declared)["copyActions"]]
+    assert destinations == [declared.one("aws:backup/vault:Vault", "quickport-prod-daily-copy-vault").outputs["arn"],
+                            declared.one("aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault").outputs["arn"]]
+
+
+def test_air_gapped_vault_is_exported_and_guarded(stack_with, prod_config):
+    declared = _with_air_gap(stack_with, prod_config)
+    vault = declared.one("aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault")
+    policy = json.loads(declared.one("aws:iam/policy:Policy").inputs["policy"])
+    [vaults] = [s for s in policy["Statement"] if s["Sid"] == "DenyWeakeningBackupVaults"]
+    assert vault.outputs["arn"] in vaults["Resource"]
+
+
 def test_selection_selects_the_instance_by_arn_only(prod_stack):
     selection = prod_stack.one("aws:backup/selection:Selection")
     assert selection.inputs["resources"] == [INSTANCE_ARN]

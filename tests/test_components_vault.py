@@ -7,6 +7,14 @@ from components.config import VaultLock
 VAULT_NS = "quickport-backup:backup"
 
 
+
+def _vault_topic(declared):
+    return declared.one("aws:sns/topic:Topic", "quickport-prod-vault-alerts")
+
+
+def _vault_topic_policy(declared):
+    return declared.one("aws:sns/topicPolicy:TopicPolicy", "quickport-prod-vault-alerts-policy")
+
 def _vault(declared):
     return declared.one("aws:backup/vault:Vault")
 
@@ -81,14 +89,14 @@ def test_vault_policy_denies_recovery_point_deletion_to_everyone(prod_stack):
 
 
 def test_alert_topic_is_encrypted_with_the_vault_key(prod_stack):
-    topic = prod_stack.one("aws:sns/topic:Topic")
+    topic = _vault_topic(prod_stack)
     key = prod_stack.one("aws:kms/key:Key", "quickport-prod-vault-key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
 
 
 def test_topic_policy_lets_only_aws_backup_publish(prod_stack):
-    topic = prod_stack.one("aws:sns/topic:Topic")
-    policy = prod_stack.one("aws:sns/topicPolicy:TopicPolicy")
+    topic = _vault_topic(prod_stack)
+    policy = _vault_topic_policy(prod_stack)
     assert policy.inputs["arn"] == topic.outputs["arn"]
     [statement] = _statements(policy)
     assert statement == {"Sid": "AllowAwsBackupToPublish", "Effect": "Allow",
@@ -98,7 +106,7 @@ def test_topic_policy_lets_only_aws_backup_publish(prod_stack):
 
 def test_vault_notifies_the_topic_of_backup_copy_and_restore_outcomes(prod_stack):
     notifications = prod_stack.one("aws:backup/vaultNotifications:VaultNotifications")
-    assert notifications.inputs["snsTopicArn"] == prod_stack.one("aws:sns/topic:Topic").outputs["arn"]
+    assert notifications.inputs["snsTopicArn"] == _vault_topic(prod_stack).outputs["arn"]
     assert sorted(notifications.inputs["backupVaultEvents"]) == [
         "BACKUP_JOB_COMPLETED", "COPY_JOB_FAILED", "RESTORE_JOB_COMPLETED"]
 
@@ -113,14 +121,14 @@ def test_vault_notification_events_are_ones_the_backup_api_accepts(prod_stack):
 
 def test_notifications_wait_for_the_topic_policy(prod_stack):
     notifications = prod_stack.one("aws:backup/vaultNotifications:VaultNotifications")
-    assert prod_stack.one("aws:sns/topicPolicy:TopicPolicy").urn in notifications.dependencies
+    assert _vault_topic_policy(prod_stack).urn in notifications.dependencies
 
 
 def test_email_subscription_receives_only_jobs_that_did_not_complete(prod_stack):
-    subscription = prod_stack.one("aws:sns/topicSubscription:TopicSubscription")
+    subscription = prod_stack.one("aws:sns/topicSubscription:TopicSubscription", "quickport-prod-vault-alerts-email")
     assert subscription.inputs["protocol"] == "email"
     assert subscription.inputs["endpoint"] == "ops@quickport.example"
-    assert subscription.inputs["topic"] == prod_stack.one("aws:sns/topic:Topic").outputs["arn"]
+    assert subscription.inputs["topic"] == _vault_topic(prod_stack).outputs["arn"]
     assert subscription.inputs["filterPolicyScope"] == "MessageAttributes"
     assert json.loads(subscription.inputs["filterPolicy"]) == {"State": [{"anything-but": "COMPLETED"}]}
 
@@ -128,7 +136,8 @@ def test_email_subscription_receives_only_jobs_that_did_not_complete(prod_stack)
 def test_no_email_subscription_without_alert_email(stack_with, prod_config):
     declared = _with_backup(stack_with, prod_config, alertEmail=None)
     assert declared.of_type("aws:sns/topicSubscription:TopicSubscription") == []
-    assert len(declared.of_type("aws:sns/topic:Topic")) == 1
+    assert [t.name for t in declared.of_type("aws:sns/topic:Topic")] == ["quickport-prod-vault-alerts",
+                                                                         "quickport-prod-monitoring-topic"]
 
 
 def test_every_vault_child_is_parented_to_the_component(prod_stack):

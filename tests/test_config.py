@@ -5,7 +5,9 @@ import pytest
 import yaml
 
 from components.config import (
+    AirGappedVault,
     ConfigError,
+    ObjectLock,
     load_stack_config,
     parse_config,
     parse_snapshot_name,
@@ -116,3 +118,83 @@ def test_preview_exits_2_with_one_line_and_declares_nothing_on_bad_config(tmp_pa
     # --json: still one document on stdout, and no resources in it.
     assert proc.json() == {"command": "preview", "ok": False, "exitCode": 2, "error": message}
     assert proc.err.strip().splitlines() == [f"backupctl preview: error: {message}"]
+
+
+# --- object lock, air-gapped vault, guard rails, EBS encryption, monitoring ---------------------
+
+def test_object_lock_defaults_to_governance_for_the_dump_retention():
+    raw, region = _prod_raw()
+    del raw["dumps"]["objectLock"]
+    raw["dumps"]["retentionDays"] = 45
+    assert parse_config(raw, region=region).dumps.object_lock == ObjectLock("governance", 45)
+
+
+def test_object_lock_never_defaults_below_seven_days():
+    raw, region = _prod_raw()
+    del raw["dumps"]["objectLock"]
+    raw["dumps"]["retentionDays"] = 3
+    assert parse_config(raw, region=region).dumps.object_lock.days == 7
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    (("dumps", "objectLock", "days"), 6, "dumps.objectLock.days = 6: must be a whole number from 7 to 36500"),
+    (("dumps", "objectLock", "mode"), "legal-hold",
+     "dumps.objectLock.mode = 'legal-hold': must be one of governance, compliance"),
+    (("guardRails", "operatorGroups"), "quickport-operators",
+     "guardRails.operatorGroups = 'quickport-operators': must be a list of an IAM group name"),
+    (("guardRails", "operatorRoles"), ["ops admin"], "guardRails.operatorRoles[0] = 'ops admin': must be an IAM role"),
+    (("guardRails", "operatorUsers"), ["asha", "asha"], "guardRails.operatorUsers = ['asha', 'asha']: must not "
+                                                        "name the same one twice"),
+    (("guardRails", "operatorTeams"), ["x"], "guardRails.operatorTeams = ['x']: unknown key"),
+    (("ebsEncryption", "defaultKmsKey"), "alias/aws/ebs",
+     "ebsEncryption.defaultKmsKey = 'alias/aws/ebs': must be aws-managed, stack, or a KMS key ARN"),
+    (("monitoring", "trail"), "none", "monitoring.trail = 'none': must be one of create, existing"),
+])
+def test_new_keys_reject_bad_values_in_one_line(path, value, expected):
+    raw, region = _prod_raw()
+    target = raw
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, region=region)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_shipped_config_attaches_the_guard_rails_to_a_placeholder_group():
+    cfg = load_stack_config("prod")
+    assert cfg.guard_rails.operator_groups == ("quickport-operators",)
+    assert cfg.guard_rails.attached_to_anyone
+
+
+def test_air_gapped_vault_needs_a_customer_managed_ebs_key():
+    raw, region = _prod_raw()
+    raw["backup"]["airGappedVault"] = {"minRetentionDays": 7, "maxRetentionDays": 35}
+    with pytest.raises(ConfigError, match=r"^quickport-backup:ebsEncryption.defaultKmsKey = 'aws-managed': must "
+                                          r"be stack or a customer managed key ARN when backup.airGappedVault"):
+        parse_config(raw, region=region)
+    raw["ebsEncryption"] = {"defaultKmsKey": "stack"}
+    assert parse_config(raw, region=region).backup.air_gapped_vault == AirGappedVault(7, 35)
+
+
+@pytest.mark.parametrize("vault, expected", [
+    ({"minRetentionDays": 3}, "backup.airGappedVault.minRetentionDays = 3: must be a whole number from 7"),
+    ({"minRetentionDays": 10, "maxRetentionDays": 8}, "maxRetentionDays = 8: must be at least minRetentionDays (10)"),
+    ({"minRetentionDays": 14, "maxRetentionDays": 35},
+     "backup.retentionDays = 7: must lie within the air-gapped vault's range 14..35 days"),
+])
+def test_air_gapped_vault_range_is_checked_against_the_daily_retention(vault, expected):
+    raw, region = _prod_raw()
+    raw["backup"]["airGappedVault"] = vault
+    raw["ebsEncryption"] = {"defaultKmsKey": "stack"}
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, region=region)
+    assert expected in str(e.value)
+
+
+def test_an_existing_customer_managed_key_arn_is_accepted():
+    raw, region = _prod_raw()
+    arn = "arn:aws:kms:ap-south-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    raw["ebsEncryption"] = {"defaultKmsKey": arn}
+    cfg = parse_config(raw, region=region)
+    assert cfg.ebs_encryption.default_kms_key == arn and cfg.ebs_encryption.customer_managed

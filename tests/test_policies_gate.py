@@ -146,7 +146,8 @@ def test_missing_policy_config_file_exits_2(backupctl, tmp_path):
 # --- variants that need the program changed: same report path, changed resources -------------------
 
 def test_unprotected_dump_bucket_fails_the_gate(capsys, prod_config, shipped):
-    code, out = report(capsys, prod_config, shipped.changed("aws:s3/bucket:Bucket", protect=False))
+    code, out = report(capsys, prod_config, shipped.changed("aws:s3/bucket:Bucket", "quickport-prod-dumps-bucket",
+                                                                    protect=False))
     assert code == EXIT_FAILED
     assert "[mandatory]  critical-resources-protected" in out
     assert "S3 bucket 'quickport-prod-dumps-bucket' has protect: false" in out
@@ -170,7 +171,7 @@ def test_baseline_without_lock_fails_the_gate(capsys, prod_config, shipped):
 
 
 def test_violations_are_grouped_by_policy_with_each_urn(capsys, prod_config, shipped):
-    resources = shipped.changed("aws:s3/bucket:Bucket", protect=False)
+    resources = shipped.changed("aws:s3/bucket:Bucket", "quickport-prod-dumps-bucket", protect=False)
     key = next(r for r in resources if r.type == "aws:kms/key:Key")
     resources = resources.changed(key.type, key.name, protect=False)
     _, out = report(capsys, prod_config, resources)
@@ -210,3 +211,46 @@ def test_pack_that_prints_a_port_but_never_answers_is_reported_and_stopped(tmp_p
         PolicyGate(stack_config={}, pack_dir=tmp_path, startup_timeout=2).start()
     with pytest.raises(ProcessLookupError):  # the pack was stopped, not left running
         os.kill(int((tmp_path / "pid").read_text()), 0)
+
+
+# --- every option on passes the gate ----------------------------------------------------------------
+
+OPTIONS = {
+    "copyToRegion": {"backup": {"copyToRegion": "ap-southeast-1"}},
+    "airGappedVault": {"backup": {"airGappedVault": {"minRetentionDays": 7, "maxRetentionDays": 35}},
+                       "ebsEncryption": {"defaultKmsKey": "stack"}},
+    "objectLock-compliance": {"dumps": {"objectLock": {"mode": "compliance", "days": 60}}},
+    "guardRails-roles-and-users": {"guardRails": {"operatorRoles": ["ops-admin"], "operatorUsers": ["asha"]}},
+    "ebsEncryption-key-arn": {"ebsEncryption": {
+        "defaultKmsKey": "arn:aws:kms:ap-south-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}},
+    "monitoring-existing-trail": {"monitoring": {"trail": "existing"}},
+}
+OPTIONS["all-at-once"] = {key: value for option in OPTIONS.values() for key, value in option.items()}
+OPTIONS["all-at-once"]["backup"] = {**OPTIONS["copyToRegion"]["backup"], **OPTIONS["airGappedVault"]["backup"]}
+OPTIONS["all-at-once"]["ebsEncryption"] = {"defaultKmsKey": "stack"}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_each_documented_option_passes_the_gate(backupctl, tmp_path, prod_config, option):
+    stack = write_stack(tmp_path, prod_config, **OPTIONS[option])
+    code, out, err = run_cli(backupctl, "--config-file", str(stack), "--json")
+    document = json.loads(out)
+    assert (code, document.get("violations")) == (EXIT_OK, []), err
+
+
+def test_guard_rails_attached_to_nobody_fail_the_gate(backupctl, tmp_path, prod_config):
+    config = {k: v for k, v in prod_config.items() if k != f"{NS}:guardRails"}
+    stack = tmp_path / "Pulumi.variant.yaml"
+    stack.write_text(yaml.safe_dump({"config": config}))
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--json")
+    [violation] = json.loads(out)["violations"]
+    assert code == EXIT_FAILED and violation["policy"] == "operator-guard-rails-attached"
+    assert "is attached to nobody" in violation["message"]
+
+
+def test_a_dump_bucket_without_object_lock_fails_the_gate(capsys, prod_config, shipped):
+    lock = shipped.find("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
+                        "quickport-prod-dumps-object-lock")
+    code, out = report(capsys, prod_config, Resources(r for r in shipped if r is not lock), "--json")
+    assert code == EXIT_FAILED
+    assert {v["policy"] for v in json.loads(out)["violations"]} == {"dump-bucket-object-lock"}

@@ -23,6 +23,11 @@ LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
 KEY = "aws:kms/key:Key"
 DOCUMENT = "aws:ssm/document:Document"
 PARAMETER = "aws:ssm/parameter:Parameter"
+OBJECT_LOCK = "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration"
+IAM_POLICY = "aws:iam/policy:Policy"
+GROUP_ATTACHMENT = "aws:iam/groupPolicyAttachment:GroupPolicyAttachment"
+AIR_GAPPED = "aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault"
+LAG_ARN = "arn:aws:backup:ap-south-1:123456789012:backup-vault:test-air-gapped"
 
 
 def plan_rule(**changes):
@@ -52,7 +57,7 @@ def test_pack_reports_every_rule_with_mandatory_enforcement(policy_gate):
         "backup-vault-deny-delete", "root-volume-in-backup-plan", "recycle-bin-retention-minimum",
         "critical-resources-protected", "baseline-snapshot-naming", "baseline-snapshot-locked",
         "dump-bucket-hardened", "dump-retention-minimum", "no-force-destroy", "kms-key-rotation",
-        "no-inline-secrets")}
+        "no-inline-secrets", "dump-bucket-object-lock", "operator-guard-rails-attached")}
 
 
 def test_enforcement_level_from_config_downgrades_a_violation_to_advisory(judge, strategy_resources):
@@ -358,3 +363,140 @@ def test_unknown_snapshot_id_does_not_stop_the_lock_protection_check(judge, stra
     result = judge(strategy_resources.changed(lock.type, lock.name, protect=False, snapshot_id=Unknown()))
     [violation] = violations_of(result, "critical-resources-protected")
     assert violation.level == "mandatory" and violation.message.startswith("snapshot lock 'baseline-lock'")
+
+
+# --- dump-bucket-object-lock ---------------------------------------------------------------------
+
+def test_bucket_without_object_lock_violates_object_lock(judge, strategy_resources):
+    result = judge(strategy_resources.without(OBJECT_LOCK))
+    [violation] = violations_of(result, "dump-bucket-object-lock")
+    assert violation.message.startswith("bucket 'test-dumps' has no Object Lock configuration; the strategy "
+                                        "requires default retention (GOVERNANCE or COMPLIANCE) of at least 7 days")
+    assert violation.urn == strategy_resources.find(BUCKET).urn and violation.level == "mandatory"
+
+
+def test_three_day_default_retention_violates_object_lock(judge, strategy_resources):
+    result = judge(strategy_resources.changed(OBJECT_LOCK, rule={"defaultRetention": {"mode": "GOVERNANCE",
+                                                                                     "days": 3}}))
+    [violation] = violations_of(result, "dump-bucket-object-lock")
+    assert violation.message == "bucket 'test-dumps' locks versions for 3 days; the strategy requires at least 7"
+
+
+def test_object_lock_without_default_retention_violates_object_lock(judge, strategy_resources):
+    result = judge(strategy_resources.changed(OBJECT_LOCK, rule=None))
+    [violation] = violations_of(result, "dump-bucket-object-lock")
+    assert "without a default retention" in violation.message
+
+
+def test_retention_in_years_and_compliance_mode_pass_object_lock(judge, strategy_resources):
+    result = judge(strategy_resources.changed(OBJECT_LOCK, rule={"defaultRetention": {"mode": "COMPLIANCE",
+                                                                                     "years": 1}}))
+    assert violations_of(result, "dump-bucket-object-lock") == []
+
+
+def test_object_lock_modes_come_from_policy_config(judge, strategy_resources):
+    result = judge(strategy_resources, {"dump-bucket-object-lock": {"modes": ["COMPLIANCE"]}})
+    [violation] = violations_of(result, "dump-bucket-object-lock")
+    assert "locks versions in mode GOVERNANCE; the strategy allows COMPLIANCE" in violation.message
+
+
+def test_unprotected_object_lock_configuration_violates_protection(judge, strategy_resources):
+    result = judge(strategy_resources.changed(OBJECT_LOCK, protect=False))
+    [violation] = violations_of(result, "critical-resources-protected")
+    assert violation.message.startswith("S3 Object Lock configuration 'dumps-object-lock' has protect: false")
+
+
+# --- operator-guard-rails-attached ---------------------------------------------------------------
+
+def test_guard_rail_policy_attached_to_nobody_violates_attached(judge, strategy_resources):
+    result = judge(strategy_resources.without(GROUP_ATTACHMENT))
+    [violation] = violations_of(result, "operator-guard-rails-attached")
+    assert violation.message.startswith("IAM policy 'quickport-backup-operator-guard-rails' is attached to nobody")
+    assert violation.urn == strategy_resources.find(IAM_POLICY).urn
+
+
+def test_missing_guard_rail_policy_violates_attached(judge, strategy_resources):
+    result = judge(strategy_resources.without(GROUP_ATTACHMENT).without(IAM_POLICY))
+    [violation] = violations_of(result, "operator-guard-rails-attached")
+    assert "declares no IAM policy named 'quickport-backup-operator-guard-rails'" in violation.message
+
+
+def test_attachment_of_another_policy_does_not_count(judge, strategy_resources):
+    import dataclasses
+    other = "arn:aws:iam::123456789012:policy/ReadOnly"
+    changed = strategy_resources.changed(GROUP_ATTACHMENT, policyArn=other)
+    # A literal ARN: no property dependency on the guard-rail policy either.
+    resources = type(changed)(dataclasses.replace(r, property_dependencies={}) if r.type == GROUP_ATTACHMENT else r
+                              for r in changed)
+    [violation] = violations_of(judge(resources), "operator-guard-rails-attached")
+    assert "is attached to nobody" in violation.message
+
+
+def test_guard_rail_policy_name_comes_from_policy_config(judge, strategy_resources):
+    result = judge(strategy_resources, {"operator-guard-rails-attached": {"policyName": "ops-deny"}})
+    [violation] = violations_of(result, "operator-guard-rails-attached")
+    assert "no IAM policy named 'ops-deny'" in violation.message
+
+
+# --- locked copies; the air-gapped vault counts as locked ---------------------------------------
+
+def _with_air_gapped_copy(resources, min_days=7):
+    """The strategy with a logically air-gapped vault the daily rule copies to."""
+    import dataclasses
+
+    from scripts.offline.engine import DeclaredResource
+    vault = resources.find(VAULT)
+    lag = DeclaredResource(
+        type=AIR_GAPPED, name="air-gapped", urn=vault.urn.replace(VAULT, AIR_GAPPED).replace("::vault", "::air-gapped"),
+        parent=vault.parent, custom=True, protect=True, retain_on_delete=False,
+        inputs={"name": "test-air-gapped", "minRetentionDays": min_days, "maxRetentionDays": 35},
+        outputs={"name": "test-air-gapped", "minRetentionDays": min_days, "maxRetentionDays": 35, "arn": LAG_ARN},
+        id="air-gapped-id")
+    copy = {"destinationVaultArn": LAG_ARN, "lifecycle": {"deleteAfter": 7}}
+    changed = resources.changed(PLAN, **plan_rule(copyActions=[copy]))
+    return type(resources)([*changed, dataclasses.replace(lag)])
+
+
+def test_copy_into_an_air_gapped_vault_counts_as_locked(judge, strategy_resources):
+    result = judge(_with_air_gapped_copy(strategy_resources))
+    assert violations_of(result, "backup-vault-locked") == []
+    assert violations_of(result, "backup-vault-deny-delete") == []   # AWS locks it; no access policy needed
+
+
+def test_air_gapped_vault_with_short_minimum_violates_vault_locked(judge, strategy_resources):
+    result = judge(_with_air_gapped_copy(strategy_resources, min_days=3))
+    messages = [v.message for v in violations_of(result, "backup-vault-locked")]
+    assert any(m.startswith("logically air-gapped vault 'test-air-gapped' keeps recovery points at least 3 days")
+               for m in messages)
+
+
+def test_copy_into_a_vault_the_stack_does_not_lock_violates_vault_locked(judge, strategy_resources):
+    copy = {"destinationVaultArn": "arn:aws:backup:ap-southeast-1:123456789012:backup-vault:dr",
+            "lifecycle": {"deleteAfter": 7}}
+    result = judge(strategy_resources.changed(PLAN, **plan_rule(copyActions=[copy])))
+    [violation] = violations_of(result, "backup-vault-locked")
+    assert "copies to arn:aws:backup:ap-southeast-1:123456789012:backup-vault:dr, which is not a locked vault" \
+        in violation.message
+
+
+def test_unprotected_air_gapped_vault_violates_protection(judge, strategy_resources):
+    resources = _with_air_gapped_copy(strategy_resources)
+    result = judge(resources.changed(AIR_GAPPED, protect=False))
+    [violation] = violations_of(result, "critical-resources-protected")
+    assert violation.message.startswith("logically air-gapped vault 'air-gapped' has protect: false")
+
+
+# --- the Recycle Bin rule lock resource ------------------------------------------------------------
+
+def test_locked_rule_without_a_rule_lock_resource_violates_recycle_bin(judge, strategy_resources):
+    [lock] = [r for r in strategy_resources if "rule_id" in r.inputs]
+    result = judge(strategy_resources.without(lock.type, lock.name))
+    [violation] = violations_of(result, "recycle-bin-retention-minimum")
+    assert "has no rule-lock resource" in violation.message and "rbin:LockRule" in violation.message
+
+
+def test_unprotected_rule_lock_violates_protection(judge, strategy_resources):
+    [lock] = [r for r in strategy_resources if "rule_id" in r.inputs]
+    result = judge(strategy_resources.changed(lock.type, lock.name, protect=False))
+    [violation] = violations_of(result, "critical-resources-protected")
+    assert violation.message.startswith("Recycle Bin rule lock 'rbin-snapshots-lock' has protect: false")

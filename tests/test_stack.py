@@ -9,7 +9,7 @@ from components.config import REPO_ROOT, load_stack_config
 from components.stack import declare_stack
 from scripts.offline.engine import run_program
 
-COMPONENTS = ["quickport:backup:AccountGuardRails", "quickport:backup:BackupVault",
+COMPONENTS = ["quickport:backup:AccountGuardRails", "quickport:backup:BackupMonitoring", "quickport:backup:BackupVault",
               "quickport:backup:BaselineSnapshots", "quickport:backup:DailySnapshotPlan",
               "quickport:backup:DumpBucket", "quickport:backup:DumpDocument", "quickport:backup:RecycleBin"]
 # Losing any of these loses backups: the engine must refuse to delete them.
@@ -21,7 +21,7 @@ MUST_BE_PROTECTED = ["aws:backup/vault:Vault", "aws:backup/vaultLockConfiguratio
 EXPORTS = ["instanceId", "vaultName", "vaultArn", "vaultKeyArn", "alertsTopicArn", "backupPlanId",
            "backupPlanArn", "backupRoleArn", "restoreTestingPlanName", "recycleBinSnapshotRuleId",
            "recycleBinImageRuleId", "baselineSnapshotIds", "dumpBucketName", "dumpKeyArn", "dumpDocumentName",
-           "dumpAssociationId", "operatorPolicyArn"]
+           "dumpAssociationId", "operatorPolicyArn", "monitoringTopicArn", "trailArn"]
 
 
 @pytest.fixture(scope="module")

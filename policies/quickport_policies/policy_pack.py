@@ -41,6 +41,13 @@ _KNOB_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
         "sseAlgorithms": {"type": "array", "minItems": 1,
                           "items": {"type": "string", "enum": ["aws:kms", "aws:kms:dsse"]},
                           "description": "server-side encryption algorithms accepted"}},
+    "dump-bucket-object-lock": {
+        "minRetentionDays": {**_DAYS, "minimum": 7, "description": "fewest days a version is locked"},
+        "modes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["GOVERNANCE", "COMPLIANCE"]},
+                  "description": "Object Lock modes accepted"}},
+    "operator-guard-rails-attached": {
+        "policyName": {"type": "string", "pattern": "^[\\w+=,.@-]{1,128}$",
+                       "description": "name of the operators' deny-only IAM policy"}},
     "dump-retention-minimum": {
         "minRetentionDays": {**_DAYS, "description": "fewest days a dump is kept"},
         "minNoncurrentDays": {**_DAYS, "description": "fewest days an overwritten dump version is kept"}},
@@ -72,7 +79,8 @@ POLICIES = [
               "Every AWS Backup plan rule runs at least once every day.",
               rules.backup_schedule_at_least_daily),
     _stack("backup-vault-locked",
-           "Every backup vault has a vault lock whose min retention is at least minRetentionDays.",
+           "Every backup vault has a vault lock whose min retention is at least minRetentionDays (a logically "
+           "air-gapped vault is locked by AWS: its own min retention counts), and every copy lands in one.",
            rules.backup_vault_locked, Severity.CRITICAL),
     _stack("backup-vault-deny-delete",
            "Every backup vault has an access policy denying recovery-point deletion, lifecycle changes "
@@ -83,11 +91,12 @@ POLICIES = [
            rules.root_volume_in_backup_plan, Severity.CRITICAL),
     _stack("recycle-bin-retention-minimum",
            "A Recycle Bin rule for EBS snapshots exists, keeps them at least minRetentionDays and, "
-           "when requireLock, is locked with an unlock delay of at least minUnlockDelayDays.",
+           "when requireLock, is locked with an unlock delay of at least minUnlockDelayDays by a rule-lock "
+           "resource that calls rbin:LockRule.",
            rules.recycle_bin_retention_minimum),
     _resource("critical-resources-protected",
-              "Vaults, vault locks, KMS keys, Recycle Bin rules, baseline snapshots and their locks, and "
-              "S3 buckets carry protect: true.",
+              "Vaults (air-gapped too), vault locks, KMS keys, Recycle Bin rules and their locks, baseline "
+              "snapshots and their locks, S3 buckets and their Object Lock configurations carry protect: true.",
               rules.critical_resources_protected),
     _resource("baseline-snapshot-naming",
               "Baseline snapshots are named <prefix>-YYYY-MM-DD-before-<action> with a real date.",
@@ -99,6 +108,14 @@ POLICIES = [
            "Every S3 bucket is versioned, SSE-KMS encrypted, blocks all public access, cannot be "
            "force-destroyed and has a policy denying non-TLS access and object-version deletion.",
            rules.dump_bucket_hardened, Severity.CRITICAL),
+    _stack("dump-bucket-object-lock",
+           "Every S3 bucket has S3 Object Lock with a default retention (GOVERNANCE or COMPLIANCE) of at least "
+           "minRetentionDays on every version.",
+           rules.dump_bucket_object_lock, Severity.CRITICAL),
+    _stack("operator-guard-rails-attached",
+           "The operators' deny-only IAM policy (policyName) exists and is attached to at least one group, role "
+           "or user.",
+           rules.operator_guard_rails_attached, Severity.HIGH),
     _resource("dump-retention-minimum",
               "S3 lifecycle rules keep objects at least minRetentionDays and noncurrent versions at "
               "least minNoncurrentDays.",

@@ -12,17 +12,21 @@ import re
 from typing import Any, Callable, Mapping, Optional
 
 from .shapes import (
+    AIR_GAPPED_VAULT,
     BACKUP_PLAN,
     BACKUP_SELECTION,
     BACKUP_VAULT,
     BACKUP_VAULT_LOCK,
     BACKUP_VAULT_POLICY,
     EBS_SNAPSHOT,
+    IAM_ATTACHMENTS,
+    IAM_POLICY,
     KMS_KEY,
     RBIN_RULE,
     S3_BUCKET,
     S3_ENCRYPTION,
     S3_LIFECYCLE,
+    S3_OBJECT_LOCK,
     S3_POLICY,
     S3_PUBLIC_ACCESS_BLOCK,
     S3_VERSIONING,
@@ -35,9 +39,11 @@ from .shapes import (
     companions,
     denied_actions,
     denies_insecure_transport,
+    is_rule_lock,
     is_snapshot_lock,
     items,
     iter_strings,
+    locked_rule_key,
     locked_snapshot_key,
     of_type,
     policy_statements,
@@ -64,6 +70,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "baseline-snapshot-naming": {"prefix": "prod-root", "actionMaxLength": 48},
     "dump-bucket-hardened": {"sseAlgorithms": KMS_SSE_ALGORITHMS},
     "dump-retention-minimum": {"minRetentionDays": 7, "minNoncurrentDays": 7},
+    "dump-bucket-object-lock": {"minRetentionDays": 7, "modes": ["GOVERNANCE", "COMPLIANCE"]},
+    "operator-guard-rails-attached": {"policyName": "quickport-backup-operator-guard-rails"},
 }
 
 
@@ -111,7 +119,10 @@ def backup_schedule_at_least_daily(args: Any, report: Report) -> None:
 
 
 def backup_vault_locked(args: Any, report: Report) -> None:
+    """Every vault is locked; a logically air-gapped vault is locked by AWS (its own min retention
+    counts); every copy action lands in a locked vault of this stack."""
     minimum = setting(args, "backup-vault-locked", "minRetentionDays")
+    locked_arns: set[str] = set()
     for vault in of_type(args.resources, BACKUP_VAULT):
         locks = companions(args.resources, BACKUP_VAULT_LOCK, "backupVaultName", vault, vault_names(vault))
         if not locks:
@@ -119,12 +130,32 @@ def backup_vault_locked(args: Any, report: Report) -> None:
                    f"configuration; the strategy requires one with min retention >= {days(minimum)} days",
                    vault.urn)
             continue
+        good = True
         for lock in locks:
             min_retention = prop(lock.props, "minRetentionDays")
             if min_retention is None or min_retention < minimum:
+                good = False
                 report(f"backup vault '{prop(vault.props, 'name', vault.name)}' is locked with min retention "
                        f"{days(min_retention) if min_retention is not None else 'unset'} days; "
                        f"the strategy requires at least {days(minimum)}", lock.urn)
+        if good and prop(vault.props, "arn"):
+            locked_arns.add(prop(vault.props, "arn"))
+    for vault in of_type(args.resources, AIR_GAPPED_VAULT):
+        min_retention = prop(vault.props, "minRetentionDays")
+        if min_retention is None or min_retention < minimum:
+            report(f"logically air-gapped vault '{prop(vault.props, 'name', vault.name)}' keeps recovery points "
+                   f"at least {days(min_retention) if min_retention is not None else 'unset'} days; the strategy "
+                   f"requires at least {days(minimum)}", vault.urn)
+        elif prop(vault.props, "arn"):
+            locked_arns.add(prop(vault.props, "arn"))
+    for plan in of_type(args.resources, BACKUP_PLAN):
+        for index, rule in enumerate(items(plan.props, "rules")):
+            for copy in items(rule, "copyActions"):
+                destination = prop(copy, "destinationVaultArn")
+                if destination not in locked_arns:
+                    report(f"backup rule '{prop(rule, 'ruleName', f'#{index}')}' copies to {destination}, which is "
+                           f"not a locked vault of this stack; the strategy requires every copy to land in a "
+                           f"locked (or logically air-gapped) vault", plan.urn)
 
 
 def backup_vault_deny_delete(args: Any, report: Report) -> None:
@@ -192,6 +223,7 @@ def recycle_bin_retention_minimum(args: Any, report: Report) -> None:
     require_lock = setting(args, policy, "requireLock")
     min_unlock = setting(args, policy, "minUnlockDelayDays")
     rules = [r for r in of_type(args.resources, RBIN_RULE) if prop(r.props, "resourceType") == "EBS_SNAPSHOT"]
+    rule_locks = [r for r in args.resources if is_rule_lock(r.resource_type, r.props)]
     if not rules:
         report(f"no Recycle Bin rule for EBS_SNAPSHOT; the strategy requires one keeping deleted snapshots "
                f"at least {days(minimum)} days")
@@ -211,6 +243,11 @@ def recycle_bin_retention_minimum(args: Any, report: Report) -> None:
             elif delay_unit not in _DAY_UNITS or delay < min_unlock:
                 report(f"Recycle Bin rule '{rule.name}' unlocks after {days(delay)} {str(delay_unit).lower()}; "
                        f"the strategy requires at least {days(min_unlock)} days", rule.urn)
+            ids = {prop(rule.props, "id"), prop(rule.props, "identifier")} - {None}
+            if not any(refers_to(lock, locked_rule_key(lock.props), rule, ids) for lock in rule_locks):
+                report(f"Recycle Bin rule '{rule.name}' has no rule-lock resource; the provider may never send "
+                       f"its lockConfiguration (terraform-provider-aws#32534), so the strategy requires a "
+                       f"resource that calls rbin:LockRule (components/rbin_lock.py)", rule.urn)
 
 
 # --- protection, snapshots -------------------------------------------------------------------------
@@ -218,6 +255,7 @@ def recycle_bin_retention_minimum(args: Any, report: Report) -> None:
 _PROTECTED_TYPES = {
     BACKUP_VAULT: "backup vault", BACKUP_VAULT_LOCK: "vault lock configuration", KMS_KEY: "KMS key",
     RBIN_RULE: "Recycle Bin rule", EBS_SNAPSHOT: "baseline snapshot", S3_BUCKET: "S3 bucket",
+    AIR_GAPPED_VAULT: "logically air-gapped vault", S3_OBJECT_LOCK: "S3 Object Lock configuration",
 }
 
 
@@ -225,6 +263,8 @@ def critical_resources_protected(args: Any, report: Report) -> None:
     kind = _PROTECTED_TYPES.get(args.resource_type)
     if kind is None and is_snapshot_lock(args.resource_type, args.props):
         kind = "snapshot lock"
+    if kind is None and is_rule_lock(args.resource_type, args.props):
+        kind = "Recycle Bin rule lock"
     if kind and not args.opts.protect:
         report(f"{kind} '{args.name}' has protect: false; the strategy requires protect: true "
                f"(pulumi.ResourceOptions(protect=True)) so no destroy or replace can delete it")
@@ -289,6 +329,42 @@ def dump_bucket_hardened(args: Any, report: Report) -> None:
         if not any(denied_actions(s, ["s3:DeleteObjectVersion"]) for s in statements):
             report(f"{label} has no policy statement denying s3:DeleteObjectVersion to everyone; "
                    f"the strategy requires old dump versions to be undeletable", bucket.urn)
+
+
+_DAYS_PER_YEAR = 365
+
+
+def dump_bucket_object_lock(args: Any, report: Report) -> None:
+    """Every bucket has S3 Object Lock with a default retention: no version can be deleted early,
+    whatever bucket policy an administrator writes."""
+    minimum = setting(args, "dump-bucket-object-lock", "minRetentionDays")
+    modes = [str(m).upper() for m in setting(args, "dump-bucket-object-lock", "modes")]
+    for bucket in of_type(args.resources, S3_BUCKET):
+        label = f"bucket '{prop(bucket.props, 'bucket', bucket.name)}'"
+        if prop(bucket.props, "objectLockEnabled") is False:
+            report(f"{label} has objectLockEnabled: false; the strategy requires S3 Object Lock", bucket.urn)
+        locks = companions(args.resources, S3_OBJECT_LOCK, "bucket", bucket, bucket_names(bucket))
+        if not locks:
+            report(f"{label} has no Object Lock configuration; the strategy requires default retention "
+                   f"({' or '.join(modes)}) of at least {days(minimum)} days on every version", bucket.urn)
+            continue
+        for lock in locks:
+            enabled = prop(lock.props, "objectLockEnabled", "Enabled")
+            mode = prop(lock.props, "rule.defaultRetention.mode")
+            lock_days = prop(lock.props, "rule.defaultRetention.days")
+            years = prop(lock.props, "rule.defaultRetention.years")
+            kept = lock_days if lock_days is not None else (years * _DAYS_PER_YEAR if years is not None else None)
+            if enabled != "Enabled":
+                report(f"{label} has objectLockEnabled {enabled!r}; the strategy requires 'Enabled'", lock.urn)
+            if mode is None or kept is None:
+                report(f"{label} has Object Lock without a default retention; the strategy requires "
+                       f"{' or '.join(modes)} for at least {days(minimum)} days", lock.urn)
+                continue
+            if str(mode).upper() not in modes:
+                report(f"{label} locks versions in mode {mode}; the strategy allows {', '.join(modes)}", lock.urn)
+            if kept < minimum:
+                report(f"{label} locks versions for {days(kept)} days; the strategy requires at least "
+                       f"{days(minimum)}", lock.urn)
 
 
 def dump_retention_minimum(args: Any, report: Report) -> None:
@@ -407,3 +483,22 @@ def no_inline_secrets(args: Any, report: Report) -> None:
             report(f"SSM parameter '{name}' has type {prop(args.props, 'type')}; "
                    f"a password must be a SecureString")
 
+
+
+# --- people ----------------------------------------------------------------------------------------
+
+def operator_guard_rails_attached(args: Any, report: Report) -> None:
+    """The deny-only operator policy exists and is attached to at least one group, role or user: a
+    policy attached to nobody protects nothing."""
+    name = setting(args, "operator-guard-rails-attached", "policyName")
+    policies = [p for p in of_type(args.resources, IAM_POLICY) if prop(p.props, "name", p.name) == name]
+    if not policies:
+        report(f"the stack declares no IAM policy named '{name}'; the strategy requires the operator guard "
+               f"rails (components/guard_rails.py) attached to the operators")
+        return
+    attachments = [r for r in args.resources if r.resource_type in IAM_ATTACHMENTS]
+    for policy in policies:
+        arns = {prop(policy.props, "arn"), prop(policy.props, "id")} - {None}
+        if not any(refers_to(a, "policyArn", policy, arns) for a in attachments):
+            report(f"IAM policy '{name}' is attached to nobody; the strategy requires it on the operators' "
+                   f"groups, roles or users (quickport-backup:guardRails)", policy.urn)

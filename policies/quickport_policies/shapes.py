@@ -15,6 +15,8 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 # pulumi-aws 7.x type tokens.
 KMS_KEY = "aws:kms/key:Key"
 BACKUP_VAULT = "aws:backup/vault:Vault"
+# Compliance-locked by AWS itself (no VaultLockConfiguration exists for it).
+AIR_GAPPED_VAULT = "aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault"
 BACKUP_VAULT_LOCK = "aws:backup/vaultLockConfiguration:VaultLockConfiguration"
 BACKUP_VAULT_POLICY = "aws:backup/vaultPolicy:VaultPolicy"
 BACKUP_PLAN = "aws:backup/plan:Plan"
@@ -27,6 +29,11 @@ S3_ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSide
 S3_PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 S3_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 S3_LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+S3_OBJECT_LOCK = "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration"
+IAM_POLICY = "aws:iam/policy:Policy"
+IAM_ATTACHMENTS = ("aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
+                   "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+                   "aws:iam/userPolicyAttachment:UserPolicyAttachment")
 SSM_DOCUMENT = "aws:ssm/document:Document"
 SSM_PARAMETER = "aws:ssm/parameter:Parameter"
 # The EC2 snapshot lock has no pulumi-aws resource; the project declares it as a Python dynamic
@@ -35,6 +42,8 @@ SSM_PARAMETER = "aws:ssm/parameter:Parameter"
 # program's own key names, so both spellings are accepted.
 DYNAMIC_RESOURCE_PREFIX = "pulumi-python:dynamic"
 SNAPSHOT_LOCK_KEYS = ("snapshot_id", "snapshotId")
+# The Recycle Bin rule lock (components/rbin_lock.py) likewise: by its rule id input.
+RULE_LOCK_KEYS = ("rule_id", "ruleId")
 
 _MISSING = object()
 
@@ -80,6 +89,14 @@ def as_int(value: Any) -> Optional[int]:
 def is_snapshot_lock(resource_type: str, props: Mapping[str, Any]) -> bool:
     return (resource_type.startswith(DYNAMIC_RESOURCE_PREFIX)
             and any(key in list(props) for key in SNAPSHOT_LOCK_KEYS))  # keys only: a value may be unknown
+
+
+def is_rule_lock(resource_type: str, props: Mapping[str, Any]) -> bool:
+    return resource_type.startswith(DYNAMIC_RESOURCE_PREFIX) and any(key in list(props) for key in RULE_LOCK_KEYS)
+
+
+def locked_rule_key(props: Mapping[str, Any]) -> str:
+    return next((key for key in RULE_LOCK_KEYS if key in list(props)), RULE_LOCK_KEYS[0])
 
 
 def locked_snapshot_key(props: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ and on an operator's machine through `backupctl db-backup`. Stdlib + boto3 only,
 
     python3 quickport_dump.py db --database DB --bucket B --prefix P \
         (--password-parameter NAME | --defaults-file F) [--user U] [--compression zstd|gzip] \
-        [--socket S | --db-host H [--port N]] [--region R] [--json]
+        [--socket S | --db-host H [--port N]] [--region R] [--metrics-stack STACK] [--json]
     python3 quickport_dump.py files --bucket B --prefix P --path P [--path P ...] \
         [--host NAME] [--compression zstd|gzip] [--region R] [--json]
 
@@ -39,6 +39,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -73,6 +74,8 @@ DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
 BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+STACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+METRICS_NAMESPACE = "QuickportBackup"   # the stack's alarms watch these (components/monitoring.py)
 MANIFEST_FORMAT = "quickport-backup-manifest/1"
 
 
@@ -150,9 +153,16 @@ def retries() -> Dict[str, Any]:
 def s3_client(region: Optional[str]):
     import boto3
     from botocore.config import Config
-    # AWS_ENDPOINT_URL is honoured by botocore itself.
-    return boto3.session.Session().client(
-        "s3", region_name=region, config=Config(retries=retries(), user_agent_extra="quickport-dump"))
+    # AWS_ENDPOINT_URL is honoured by botocore itself. A bucket with Object Lock default retention
+    # refuses PutObject and UploadPart without a checksum header; "when_supported" (boto3's default,
+    # CRC32) is pinned so AWS_REQUEST_CHECKSUM_CALCULATION=when_required cannot switch it off.
+    # botocore < 1.36 has no such setting (nor the variable) and sends Content-MD5 on both itself.
+    settings: Dict[str, Any] = {"retries": retries(), "user_agent_extra": "quickport-dump"}
+    try:
+        config = Config(request_checksum_calculation="when_supported", **settings)
+    except TypeError:
+        config = Config(**settings)
+    return boto3.session.Session().client("s3", region_name=region, config=config)
 
 
 def aws_error(exc: BaseException) -> str:
@@ -833,6 +843,33 @@ def archive_files(*, paths: List[str], bucket: str, prefix: str, host: Optional[
     return manifest
 
 
+# --- CloudWatch metrics (the dead-man's switch watches them) --------------------------------------
+
+def publish_dump_metrics(stack: str, database: str, manifest: Optional[Dict[str, Any]], seconds: float,
+                         region: Optional[str]) -> Optional[str]:
+    """DumpSucceeded (1 or 0), and for a good dump DumpBytes and DumpDurationSeconds, dimensions Stack
+    and Database. Best effort: returns a warning line instead of raising, so a metrics outage never
+    fails a dump (the missing DumpSucceeded then raises the stack's alarm, which is the point)."""
+    dimensions = [{"Name": "Stack", "Value": stack}, {"Name": "Database", "Value": database}]
+    data: List[Dict[str, Any]] = [{"MetricName": "DumpSucceeded", "Dimensions": dimensions,
+                                   "Value": 1.0 if manifest else 0.0, "Unit": "Count"}]
+    if manifest:
+        data += [{"MetricName": "DumpBytes", "Dimensions": dimensions, "Value": float(manifest["bytes"]),
+                  "Unit": "Bytes"},
+                 {"MetricName": "DumpDurationSeconds", "Dimensions": dimensions, "Value": round(seconds, 3),
+                  "Unit": "Seconds"}]
+    try:
+        import boto3
+        from botocore.config import Config
+        cloudwatch = boto3.session.Session().client(
+            "cloudwatch", region_name=region,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 3}, user_agent_extra="quickport-dump"))
+        cloudwatch.put_metric_data(Namespace=METRICS_NAMESPACE, MetricData=data)
+    except Exception as e:  # noqa: BLE001 - best effort by design
+        return f"could not publish CloudWatch metrics ({aws_error(e)}); the dump's own result stands"
+    return None
+
+
 # --- command line -------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -867,6 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--socket", help="server socket with --password-parameter (default: the client's)")
     db.add_argument("--db-host", help="server host with --password-parameter (default: the client's)")
     db.add_argument("--port", type=int, help="server port with --db-host")
+    db.add_argument("--metrics-stack", type=_pattern("--metrics-stack", STACK_RE, "must be a Pulumi stack name"),
+                    help=f"publish DumpSucceeded/DumpBytes/DumpDurationSeconds to CloudWatch namespace "
+                         f"{METRICS_NAMESPACE} with dimension Stack=this (best effort)")
 
     files = sub.add_parser("files", help="archive files and directories to S3")
     files.add_argument("--bucket", required=True, type=bucket)
@@ -908,22 +948,31 @@ def _fail(args: argparse.Namespace, code: int, kind: str, message: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    manifest: Optional[Dict[str, Any]] = None
     try:
         with terminate_on_signals():
             manifest = run(args)
     except UsageProblem as e:
         return _fail(args, EXIT_USAGE, "error", str(e))
     except (BackupFailed, Terminated) as e:
-        return _fail(args, EXIT_FAILED, "FAILED, nothing published", str(e))
+        code = _fail(args, EXIT_FAILED, "FAILED, nothing published", str(e))
     except KeyboardInterrupt:
-        return _fail(args, EXIT_FAILED, "FAILED, nothing published", "interrupted")
+        code = _fail(args, EXIT_FAILED, "FAILED, nothing published", "interrupted")
     except Exception as e:  # an unexpected error: still one line, still nothing published
-        return _fail(args, EXIT_FAILED, "FAILED, nothing published", f"{type(e).__name__}: {aws_error(e)}")
-    if args.json:
-        print(json.dumps(manifest, indent=2))
+        code = _fail(args, EXIT_FAILED, "FAILED, nothing published", f"{type(e).__name__}: {aws_error(e)}")
     else:
-        print(f"s3://{manifest['bucket']}/{manifest['key']} sha256={manifest['sha256']} bytes={manifest['bytes']}")
-    return EXIT_OK
+        code = EXIT_OK
+        if args.json:
+            print(json.dumps(manifest, indent=2))
+        else:
+            print(f"s3://{manifest['bucket']}/{manifest['key']} sha256={manifest['sha256']} bytes={manifest['bytes']}")
+    if getattr(args, "metrics_stack", None):
+        warning = publish_dump_metrics(args.metrics_stack, args.database, manifest, time.monotonic() - started,
+                                       args.region)
+        if warning:
+            print(f"quickport_dump {args.mode}: warning: {warning}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -490,3 +490,12 @@ def wait_replace_root_task(ec2, task_id: str, timeout: float, progress: Progress
 
 def snapshot_block_public_access_state(ec2) -> str:
     return ec2.get_snapshot_block_public_access_state()["State"]
+
+
+def ebs_encryption_by_default(ec2) -> bool:
+    return bool(ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"])
+
+
+def ebs_default_kms_key(ec2) -> str:
+    """The key new encrypted volumes get: an ARN, or alias/aws/ebs for the AWS managed key."""
+    return ec2.get_ebs_default_kms_key_id()["KmsKeyId"]

@@ -96,20 +96,44 @@ def bucket_versioning(s3, bucket: str) -> str:
 
 def bucket_public_access_block(s3, bucket: str) -> Optional[dict[str, bool]]:
     """The bucket's four public access block flags, or None when none is configured."""
-    try:
-        return s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    except s3.exceptions.ClientError as e:
-        if e.response.get("Error", {}).get("Code") == "NoSuchPublicAccessBlockConfiguration":
-            return None
-        raise
+    answer = _absent_is_none(lambda: s3.get_public_access_block(Bucket=bucket),
+                             "NoSuchPublicAccessBlockConfiguration")
+    return None if answer is None else answer["PublicAccessBlockConfiguration"]
 
 
 def bucket_encryption_rules(s3, bucket: str) -> list[dict[str, Any]]:
     """The bucket's default encryption rules ([] when none is configured)."""
+    answer = _absent_is_none(lambda: s3.get_bucket_encryption(Bucket=bucket),
+                             "ServerSideEncryptionConfigurationNotFoundError")
+    return [] if answer is None else answer["ServerSideEncryptionConfiguration"].get("Rules", [])
+
+
+def _absent_is_none(call, *missing_codes: str) -> Any:
+    """The call's answer, or None when S3 says the configuration does not exist."""
+    from botocore.exceptions import ClientError
     try:
-        config = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
-    except s3.exceptions.ClientError as e:
-        if e.response.get("Error", {}).get("Code") == "ServerSideEncryptionConfigurationNotFoundError":
-            return []
+        return call()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in missing_codes:
+            return None
         raise
-    return config.get("Rules", [])
+
+
+def object_lock_configuration(s3, bucket: str) -> Optional[dict[str, Any]]:
+    """The bucket's ObjectLockConfiguration, or None when Object Lock was never turned on."""
+    answer = _absent_is_none(lambda: s3.get_object_lock_configuration(Bucket=bucket),
+                             "ObjectLockConfigurationNotFoundError")
+    return None if answer is None else answer.get("ObjectLockConfiguration", {})
+
+
+def bucket_policy(s3, bucket: str) -> Optional[dict[str, Any]]:
+    """The bucket policy document, or None when the bucket has none."""
+    answer = _absent_is_none(lambda: s3.get_bucket_policy(Bucket=bucket), "NoSuchBucketPolicy")
+    return None if answer is None else json.loads(answer["Policy"])
+
+
+def bucket_lifecycle_rules(s3, bucket: str) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules ([] when it has none)."""
+    answer = _absent_is_none(lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
+                             "NoSuchLifecycleConfiguration")
+    return [] if answer is None else answer.get("Rules", [])

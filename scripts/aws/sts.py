@@ -16,3 +16,8 @@ def account_id(sts) -> str:
 def instance_arn(region: str, account: str, instance_id: str) -> str:
     """The ARN AWS Backup records as the recovery point's ResourceArn (partition from the region)."""
     return f"arn:{partition_of(region)}:ec2:{region}:{account}:instance/{instance_id}"
+
+
+def managed_policy_arn(region: str, account: str, name: str) -> str:
+    """The ARN of a customer managed IAM policy of this account (IAM ARNs carry no region)."""
+    return f"arn:{partition_of(region)}:iam::{account}:policy/{name}"

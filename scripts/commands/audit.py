@@ -21,15 +21,29 @@ could-not-check (with why: AccessDenied, an API the endpoint lacks, ...).
   recovery-point        the instance has a completed AWS Backup recovery point younger than
                         --max-age-hours (default {DEFAULT_MAX_AGE_HOURS}) in the vault
   backup-plan           the plan's rule into the vault keeps points >= 7 days, runs at least daily
-  vault-lock            the vault is locked with MinRetentionDays >= the configured minimum
-  vault-access-policy   the vault policy denies {', '.join(VAULT_DENY_ACTIONS)} to everyone
+  vault-lock            the vault is locked with MinRetentionDays >= the configured minimum, in the
+                        configured mode (governance: no LockDate; compliance: a LockDate)
+  vault-access-policy   the vault policy denies {', '.join(VAULT_DENY_ACTIONS)}
+                        to everyone
   recycle-bin           a Region-level EBS_SNAPSHOT retention rule keeps >= 7 days and is locked
+  recycle-bin-images    the same for EC2_IMAGE (AMIs, which AWS Backup's EC2 recovery points are)
   baseline <name>       each configured baseline snapshot exists, is completed and locked
   snapshot-block-public-access   the account blocks all public sharing of snapshots
   dump-fresh            the newest database dump (latest.json and its manifest) is younger than
                         --max-age-hours
   dump-bucket-versioning / dump-bucket-public-access / dump-bucket-encryption
                         the dump bucket is versioned, blocks all public access, encrypts with SSE-KMS
+  dump-bucket-object-lock   S3 Object Lock on, default retention as dumps.objectLock (mode, >= days)
+  dump-bucket-policy    TLS only; DeleteObjectVersion and bucket-policy changes denied to everyone
+  dump-bucket-lifecycle uploads aborted bucket-wide; dumps and files expire after >= dumps.retentionDays,
+                        old versions after >= 7 days, never on a fixed date
+  alarms                every dead-man's-switch alarm exists and none is in ALARM
+  api-call-trail        a trail logs this region's management events (the API-call alerts need it)
+  root-volume-encryption   the root volume is encrypted (with a customer managed key when
+                        backup.airGappedVault is set); prints the migration path when not
+  ebs-encryption-by-default   on, with the configured default key
+  air-gapped-vault      (backup.airGappedVault) the vault exists, is air-gapped, AVAILABLE, min retention
+  guard-rails-attached  the operator guard-rail policy is attached to every configured group/role/user
 
 Exit 0 when every check is ok, 1 otherwise (could-not-check counts as not ok), 2 on bad usage."""
 

@@ -8,7 +8,10 @@ from dataclasses import asdict
 from scripts.commands.base import Context, add_common_options, number_in_range
 from scripts.errors import EXIT_OK, UsageError
 from scripts.workflows.cost import (
+    AIR_GAPPED_USD_GB_MONTH,
+    ALARM_USD_MONTH,
     BUDGET,
+    CUSTOM_METRIC_USD_MONTH,
     DAILY_CHANGE_PCT,
     DUMP_GB_DEFAULT,
     GP3_USD_GB_MONTH,
@@ -17,6 +20,7 @@ from scripts.workflows.cost import (
     PRICE_REGION,
     S3_STANDARD_USD_GB_MONTH,
     SNAPSHOT_USD_GB_MONTH,
+    TRAIL_LOG_GB_MONTH,
     USD_INR,
     USED_PCT,
     Inputs,
@@ -34,7 +38,9 @@ computed with the seed's planning assumptions (pessimistic; see the docs).
 Line items: daily recovery points (the plan's retention, 7 by default: one full copy of the written
 data plus the daily changes), pre-maintenance snapshots (each holds what changed while it outlives the
 daily chain), baselines, the Recycle Bin (deleted snapshots kept {7} days), database dumps in S3
-Standard (dump size x dumps.retentionDays), and for scale the gp3 root volume itself.
+Standard (dump size x dumps.retentionDays), the air-gapped copies (with backup.airGappedVault), the
+CloudTrail logs (with monitoring.trail: create), the alarms and dump metrics, and for scale the gp3
+root volume itself.
 
 From the account: root volume size (DescribeVolumes; --volume-gb to skip), the strategy's snapshots
 and their locks, the newest dump's size. Prices: {PRICE_REGION} list prices as of {PRICE_DATE}, not
@@ -59,6 +65,14 @@ FLAGS = (
     ("--volume-gb", "volume_gb", None, 1, 65536, True, "root volume size in GiB (default: DescribeVolumes)"),
     ("--premaint-count", "premaint_count", None, 0, 10000, True,
      "pre-maintenance snapshots held at once (default: counted in the account)"),
+    ("--alarm-month", "alarm_price", ALARM_USD_MONTH, 0, 10, False,
+     f"USD per standard alarm metric per month (default {ALARM_USD_MONTH})"),
+    ("--custom-metric-month", "metric_price", CUSTOM_METRIC_USD_MONTH, 0, 10, False,
+     f"USD per custom metric per month (default {CUSTOM_METRIC_USD_MONTH})"),
+    ("--trail-log-gb", "trail_log_gb", TRAIL_LOG_GB_MONTH, 0, 10000, False,
+     f"GB of CloudTrail logs written per month (default {TRAIL_LOG_GB_MONTH}, an assumption)"),
+    ("--air-gapped-gb-month", "air_gapped_price", AIR_GAPPED_USD_GB_MONTH, 0, 10, False,
+     f"USD per GB-month in the air-gapped vault (default {AIR_GAPPED_USD_GB_MONTH}, not a published price)"),
     ("--dump-gb", "dump_gb", None, 0, 100000, False,
      f"compressed size of one dump in GB (default: the newest dump's size, else {DUMP_GB_DEFAULT})"),
 )
@@ -68,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="monthly cost estimate in INR and USD", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, dest, default, lo, hi, integer, help_text in FLAGS:
-        metavar = ("INR" if flag == "--usd-inr" else "USD" if flag.endswith("-gb-month") else
+        metavar = ("INR" if flag == "--usd-inr" else "USD" if flag.endswith(("-gb-month", "-month")) else
                    "PCT" if flag.endswith("-pct") else "DAYS" if flag.endswith("-days") else
                    "N" if flag.endswith("-count") else "GB")
         p.add_argument(flag, dest=dest, default=default, type=number_in_range(flag, lo, hi, "", integer=integer),
@@ -119,10 +133,14 @@ def run_cost(ctx: Context) -> int:
     inputs = gather_inputs(ctx, ctx.config, ctx.instance_id, overrides, notes, None if ctx.json else ctx.progress)
     lines = estimate(inputs, Rates(usd_inr=a.usd_inr, snapshot_price=a.snapshot_price, gp3_price=a.gp3_price,
                                    s3_price=a.s3_price, daily_change_pct=a.daily_change_pct, used_pct=a.used_pct,
-                                   premaint_keep_days=a.premaint_keep_days))
+                                   premaint_keep_days=a.premaint_keep_days, alarm_price=a.alarm_price,
+                                   metric_price=a.metric_price, trail_log_gb=a.trail_log_gb,
+                                   air_gapped_price=a.air_gapped_price))
     prices = {"region": PRICE_REGION, "date": PRICE_DATE, "verified": False,
               "snapshot_usd_gb_month": ctx.args.snapshot_price, "gp3_usd_gb_month": ctx.args.gp3_price,
-              "s3_standard_usd_gb_month": ctx.args.s3_price, "usd_inr": ctx.args.usd_inr}
+              "s3_standard_usd_gb_month": ctx.args.s3_price, "usd_inr": ctx.args.usd_inr,
+              "alarm_usd_month": ctx.args.alarm_price, "custom_metric_usd_month": ctx.args.metric_price,
+              "air_gapped_usd_gb_month": ctx.args.air_gapped_price}
     assumptions = {"daily_change_pct": ctx.args.daily_change_pct, "used_pct": ctx.args.used_pct,
                    "premaint_keep_days": ctx.args.premaint_keep_days, "budget": BUDGET}
     total = next(line for line in lines if line.item == "backup total")

@@ -69,6 +69,11 @@ AWS_ARN_SHAPES = {
     "aws:iam/policy:Policy": "arn:aws:iam::{account}:policy/{name}",
     "aws:rbin/rule:Rule": "arn:aws:rbin:{region}:{account}:rule/{id}",
     "aws:kms/key:Key": "arn:aws:kms:{region}:{account}:key/{key_id}",
+    "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
+    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
+    "aws:cloudtrail/trail:Trail": "arn:aws:cloudtrail:{region}:{account}:trail/{name}",
+    "aws:backup/logicallyAirGappedVault:LogicallyAirGappedVault":
+        "arn:aws:backup:{region}:{account}:backup-vault:{name}",
 }
 
 

@@ -133,11 +133,21 @@ def build_vault_and_plan(region: str, vault: str, plan: str, *, min_days: int = 
             {"RuleName": "daily", "TargetBackupVaultName": vault, **rule}]})
 
 
-def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True) -> None:
-    """The dump bucket: versioned; hardened adds the public access block and SSE-KMS with a new key."""
+def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True,
+                      object_lock: Optional[tuple[str, int]] = None,
+                      prefixes: tuple[str, ...] = ("mysql", "files")) -> None:
+    """The dump bucket: versioned; hardened adds the public access block, SSE-KMS with a new key, the
+    stack's lifecycle (30-day expiry under each prefix);
+    object_lock=(mode, days) turns S3 Object Lock on with that default retention for every version
+    (mode GOVERNANCE or COMPLIANCE), as dumps.objectLock does."""
     s3 = new_client("s3", region)
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region},
+                     ObjectLockEnabledForBucket=object_lock is not None)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if object_lock is not None:
+        mode, days = object_lock
+        s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}}})
     if not hardened:
         return
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
@@ -146,3 +156,45 @@ def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True) -> Non
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
         "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
         "BucketKeyEnabled": True}]})
+    # No bucket policy: the emulator evaluates bucket policies, and the stack's TLS-only statement would
+    # deny every request to its plain-HTTP endpoint (audit tests stub GetBucketPolicy instead).
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+        {"ID": "abort-incomplete-multipart-uploads", "Status": "Enabled", "Filter": {},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+        *({"ID": f"expire-{prefix}", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
+           "Expiration": {"Days": 30}, "NoncurrentVersionExpiration": {"NoncurrentDays": 7}}
+          for prefix in prefixes)]})
+
+
+def build_monitoring(region: str, stack: str, database: str, vault: str, trail_bucket: str) -> list[str]:
+    """What BackupMonitoring leaves: its alarms (OK in the emulator, which never evaluates them) and a
+    logging multi-region trail into its bucket. Returns the alarm names."""
+    from components.signals import alarm_specs, resource_name
+    cloudwatch = new_client("cloudwatch", region)
+    names = []
+    for spec in alarm_specs(stack, database, vault):
+        names.append(resource_name(stack, spec.key))
+        cloudwatch.put_metric_alarm(
+            AlarmName=names[-1], Namespace=spec.namespace, MetricName=spec.metric, Statistic=spec.statistic,
+            Dimensions=[{"Name": k, "Value": v} for k, v in spec.dimensions.items()], Period=spec.period,
+            EvaluationPeriods=spec.evaluation_periods, Threshold=spec.threshold,
+            ComparisonOperator=spec.comparison, TreatMissingData=spec.treat_missing_data)
+    new_client("s3", region).create_bucket(Bucket=trail_bucket,
+                                           CreateBucketConfiguration={"LocationConstraint": region})
+    trail = resource_name(stack, "management-events")
+    cloudtrail = new_client("cloudtrail", region)
+    cloudtrail.create_trail(Name=trail, S3BucketName=trail_bucket, IsMultiRegionTrail=True,
+                            EnableLogFileValidation=True)
+    cloudtrail.start_logging(Name=trail)
+    return names
+
+
+def build_guard_rails(region: str, groups: tuple[str, ...], policy_name: str) -> str:
+    """The operator guard-rail policy attached to each group (created here). Returns the policy ARN."""
+    iam = new_client("iam", region)
+    arn = iam.create_policy(PolicyName=policy_name, PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "backup:DeleteRecoveryPoint", "Resource": "*"}]}))["Policy"]["Arn"]
+    for group in groups:
+        iam.create_group(GroupName=group)
+        iam.attach_group_policy(GroupName=group, PolicyArn=arn)
+    return arn

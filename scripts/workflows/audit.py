@@ -13,8 +13,10 @@ from typing import Any, Callable, Optional
 
 from components.config import StackConfig
 from components.schedules import runs_at_least_daily
+from components.signals import alarm_specs, resource_name
 from scripts.aws import backup as backupapi
 from scripts.aws import ec2 as ec2api
+from scripts.aws import monitoring as monitoringapi
 from scripts.aws import rbin as rbinapi
 from scripts.aws import s3 as s3api
 from scripts.aws import sts as stsapi
@@ -25,8 +27,12 @@ from scripts.workflows.base import Session
 OK, FAIL, UNCHECKED = "ok", "FAIL", "could-not-check"
 STRATEGY_MIN_RETENTION_DAYS = 7
 # A vault policy that denies these to everyone makes manual deletion impossible; shortening the
-# lifecycle is deletion by another route.
-VAULT_DENY_ACTIONS = ("backup:DeleteRecoveryPoint", "backup:UpdateRecoveryPointLifecycle")
+# lifecycle is deletion by another route; replacing the policy would lift both.
+VAULT_DENY_ACTIONS = ("backup:DeleteRecoveryPoint", "backup:UpdateRecoveryPointLifecycle",
+                      "backup:PutBackupVaultAccessPolicy")
+# (actions, resource suffix) the dump bucket policy denies to everyone: old versions, and itself.
+BUCKET_POLICY_DENIES = ((("s3:DeleteObjectVersion",), "/*"), (("s3:PutBucketPolicy", "s3:DeleteBucketPolicy"), ""))
+GUARD_RAILS_POLICY = "quickport-backup-operator-guard-rails"   # components/guard_rails.py's policy name
 LOCKED_SNAPSHOT_STATES = ("governance", "compliance", "compliance-cooloff")
 PAB_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 
@@ -77,17 +83,21 @@ def _as_list(value: Any) -> list:
 
 def _denies_to_everyone(statement: dict[str, Any], action: str, vault_name: str) -> bool:
     """An unconditional Deny of the action to every principal on every recovery point of the vault."""
+    resources = [str(r) for r in _as_list(statement.get("Resource", []))]
+    return _denies_everyone(statement, (action,)) and any(
+        r == "*" or r.endswith(f":backup-vault:{vault_name}") or r.endswith(":recovery-point:*") for r in resources)
+
+
+def _denies_everyone(statement: dict[str, Any], actions: tuple[str, ...]) -> bool:
+    """An unconditional Deny to every principal covering all `actions` (wildcards honoured)."""
     if statement.get("Effect") != "Deny" or statement.get("Condition") or "NotAction" in statement \
             or "NotPrincipal" in statement:
         return False
     principal = statement.get("Principal")
     if not (principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS")))):
         return False
-    resources = [str(r) for r in _as_list(statement.get("Resource", []))]
-    if not any(r == "*" or r.endswith(f":backup-vault:{vault_name}") or r.endswith(":recovery-point:*")
-               for r in resources):
-        return False
-    return any(fnmatch.fnmatch(action.lower(), str(a).lower()) for a in _as_list(statement.get("Action", [])))
+    patterns = [str(a).lower() for a in _as_list(statement.get("Action", []))]
+    return all(any(fnmatch.fnmatch(a.lower(), p) for p in patterns) for a in actions)
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -143,6 +153,11 @@ def check_vault_lock(scope: AuditScope) -> Check:
     lock_date = parse_time(vault.get("LockDate"))
     mode = ("compliance, immutable since" if lock_date and lock_date <= scope.now
             else "compliance, changeable until" if lock_date else "governance")
+    live_mode = "compliance" if lock_date else "governance"
+    if live_mode != cfg.vault_lock.mode:
+        return Check(name, FAIL, f"vault {cfg.vault_name} lock is {live_mode} mode"
+                     + (f" (LockDate {lock_date:%Y-%m-%d %H:%M}Z)" if lock_date else " (no LockDate)")
+                     + f"; backup.vaultLock.mode is {cfg.vault_lock.mode}")
     return Check(name, OK, f"locked, retention {lo}..{hi if hi is not None else '-'} days ({mode}"
                            + (f" {lock_date:%Y-%m-%d %H:%M}Z)" if lock_date else ")"))
 
@@ -160,19 +175,22 @@ def check_vault_access_policy(scope: AuditScope) -> Check:
     return Check(name, OK, f"denies {', '.join(VAULT_DENY_ACTIONS)} to every principal")
 
 
-def check_recycle_bin(scope: AuditScope) -> Check:
-    name, cfg = "recycle-bin", scope.config.recycle_bin
+def _recycle_bin_check(scope: AuditScope, name: str, resource_type: str, what: str) -> Check:
+    """A Region-level rule for `resource_type` keeping >= 7 days, locked when recycleBin.lock."""
+    cfg = scope.config.recycle_bin
     need = max(STRATEGY_MIN_RETENTION_DAYS, cfg.retention_days)
-    rules = rbinapi.recycle_bin_rules(scope.client("rbin"), "EBS_SNAPSHOT")
+    rules = rbinapi.recycle_bin_rules(scope.client("rbin"), resource_type)
     if not rules:
-        return Check(name, FAIL, "no Recycle Bin retention rule for EBS_SNAPSHOT")
+        return Check(name, FAIL, f"no Recycle Bin retention rule for {resource_type}")
     findings = []
     for rule in rules:
         period = rule.get("RetentionPeriod", {})
         days = period.get("RetentionPeriodValue", 0) if period.get("RetentionPeriodUnit") == "DAYS" else 0
         problems = []
         if rule.get("ResourceTags"):
-            problems.append("tag-level (retains only tagged snapshots)")
+            problems.append(f"tag-level (retains only tagged {what})")
+        if rule.get("ExcludeResourceTags"):
+            problems.append(f"excludes tagged {what} (and cannot be locked)")
         if days < need:
             problems.append(f"retains {days} days, needs at least {need}")
         if cfg.lock and rule.get("LockState") != "locked":
@@ -184,6 +202,14 @@ def check_recycle_bin(scope: AuditScope) -> Check:
                                    f"{rule.get('LockState') or 'unlocked'}")
         findings.append(f"rule {rule.get('Identifier')}: " + ", ".join(problems))
     return Check(name, FAIL, "; ".join(findings))
+
+
+def check_recycle_bin(scope: AuditScope) -> Check:
+    return _recycle_bin_check(scope, "recycle-bin", "EBS_SNAPSHOT", "snapshots")
+
+
+def check_recycle_bin_images(scope: AuditScope) -> Check:
+    return _recycle_bin_check(scope, "recycle-bin-images", "EC2_IMAGE", "AMIs")
 
 
 def check_baselines(scope: AuditScope) -> list[Check]:
@@ -308,18 +334,224 @@ def check_bucket_encryption(scope: AuditScope) -> Check:
                  + (", bucket key on" if kms[0].get("BucketKeyEnabled") else ""))
 
 
+def check_alarms(scope: AuditScope) -> Check:
+    """Every dead-man's-switch alarm exists, and none is in ALARM."""
+    name, cfg = "alarms", scope.config
+    prefix = resource_name(cfg.stack, "")
+    expected = {resource_name(cfg.stack, spec.key)
+                for spec in alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name)}
+    alarms = {a["AlarmName"]: a for a in monitoringapi.alarms_named_with_prefix(scope.client("cloudwatch"), prefix)}
+    missing = sorted(expected - set(alarms))
+    firing = [a for a in alarms.values() if a.get("StateValue") == "ALARM"]
+    quiet = sorted(n for n, a in alarms.items() if a.get("StateValue") == "INSUFFICIENT_DATA")
+    problems = [f"{a['AlarmName']} in ALARM since {parse_time(a.get('StateUpdatedTimestamp')) or '?'}: "
+                f"{a.get('StateReason', 'no reason given')}" for a in sorted(firing, key=lambda a: a["AlarmName"])]
+    problems += [f"{n} does not exist" for n in missing]
+    if problems:
+        return Check(name, FAIL, "; ".join(problems))
+    if quiet:
+        return Check(name, UNCHECKED, f"{', '.join(quiet)} not evaluated yet (INSUFFICIENT_DATA)")
+    return Check(name, OK, f"{len(alarms)} alarms, none in ALARM: {', '.join(sorted(alarms))}")
+
+
+def check_bucket_object_lock(scope: AuditScope) -> Check:
+    name, lock = "dump-bucket-object-lock", scope.config.dumps.object_lock
+    bucket = scope.config.dumps.bucket_name
+    config = s3api.object_lock_configuration(scope.client("s3"), bucket)
+    if not config or config.get("ObjectLockEnabled") != "Enabled":
+        return Check(name, FAIL, f"S3 Object Lock is off on {bucket}; dumps.objectLock needs it on "
+                                 f"({lock.mode} for {lock.days} days): pulumi up turns it on")
+    retention = config.get("Rule", {}).get("DefaultRetention", {})
+    days = retention.get("Days") if retention.get("Days") is not None else (retention.get("Years") or 0) * 365
+    mode = str(retention.get("Mode", "")).lower()
+    if not retention:
+        return Check(name, FAIL, f"Object Lock on {bucket} has no default retention; new versions are not locked")
+    if mode != lock.mode or days < lock.days:
+        return Check(name, FAIL, f"default retention {mode or '?'} {days} days; dumps.objectLock is "
+                                 f"{lock.mode} {lock.days} days")
+    return Check(name, OK, f"every new version locked: {mode}, {days} days")
+
+
+def _tls_only(statement: dict[str, Any]) -> bool:
+    """Deny of s3:* (or *) to everyone when aws:SecureTransport is false."""
+    condition = statement.get("Condition") or {}
+    insecure = any(op.lower() == "bool" and str(tests.get("aws:SecureTransport", "")).lower() == "false"
+                   for op, tests in condition.items() if isinstance(tests, dict))
+    return (statement.get("Effect") == "Deny" and insecure and "NotAction" not in statement
+            and _denies_everyone({**statement, "Condition": None}, ("s3:GetObject", "s3:PutObject")))
+
+
+def check_bucket_policy(scope: AuditScope) -> Check:
+    name, bucket = "dump-bucket-policy", scope.config.dumps.bucket_name
+    policy = s3api.bucket_policy(scope.client("s3"), bucket)
+    if policy is None:
+        return Check(name, FAIL, f"{bucket} has no bucket policy: plain HTTP, version deletion and policy "
+                                 "changes are not denied")
+    statements = _as_list(policy.get("Statement", []))
+    missing = [] if any(_tls_only(s) for s in statements) else ["TLS-only (Deny s3:* when aws:SecureTransport "
+                                                                 "is false)"]
+    for actions, suffix in BUCKET_POLICY_DENIES:
+        if not any(_denies_everyone(s, actions) and any(str(r) == "*" or str(r).endswith(bucket + suffix)
+                                                        for r in _as_list(s.get("Resource", [])))
+                   for s in statements):
+            missing.append(f"Deny {', '.join(actions)} to everyone")
+    if missing:
+        return Check(name, FAIL, f"{bucket} policy lacks: " + "; ".join(missing))
+    return Check(name, OK, "TLS only; DeleteObjectVersion and policy changes denied to everyone (root excepted by S3)")
+
+
+def _rule_prefix(rule: dict[str, Any]) -> Optional[str]:
+    """The rule's prefix ('' for the whole bucket), or None for tag/size filters."""
+    flt = rule.get("Filter")
+    if flt is None:
+        return rule.get("Prefix", "")
+    if set(flt) - {"Prefix"}:
+        return None
+    return flt.get("Prefix", "")
+
+
+def check_bucket_lifecycle(scope: AuditScope) -> Check:
+    name, d = "dump-bucket-lifecycle", scope.config.dumps
+    rules = [r for r in s3api.bucket_lifecycle_rules(scope.client("s3"), d.bucket_name) if r.get("Status") == "Enabled"]
+    problems = []
+    if not any(_rule_prefix(r) == "" and r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation", 99) <= 7
+               for r in rules):
+        problems.append("no bucket-wide rule aborting incomplete multipart uploads within 7 days")
+    for prefix in (d.prefix, d.files_prefix):
+        mine = [r for r in rules if _rule_prefix(r) == f"{prefix}/" and "Expiration" in r]
+        if not mine:
+            problems.append(f"no rule expiring {prefix}/")
+    floor = STRATEGY_MIN_RETENTION_DAYS
+    for rule in rules:
+        expire, old = rule.get("Expiration", {}), rule.get("NoncurrentVersionExpiration", {})
+        rid = rule.get("ID", "?")
+        if "Date" in expire:
+            problems.append(f"rule {rid} expires objects on a fixed date {expire['Date']}")
+        if expire.get("Days") is not None and expire["Days"] < floor:
+            problems.append(f"rule {rid} expires objects after {expire['Days']} days (< {floor})")
+        if old.get("NoncurrentDays") is not None and old["NoncurrentDays"] < floor:
+            problems.append(f"rule {rid} expires old versions after {old['NoncurrentDays']} days (< {floor})")
+        if _rule_prefix(rule) in (f"{d.prefix}/", f"{d.files_prefix}/") and expire.get("Days", d.retention_days) \
+                < d.retention_days:
+            problems.append(f"rule {rid} expires after {expire['Days']} days; dumps.retentionDays is "
+                            f"{d.retention_days}")
+    if problems:
+        return Check(name, FAIL, "; ".join(problems))
+    return Check(name, OK, f"{len(rules)} rules: {d.prefix}/ and {d.files_prefix}/ expire after >= "
+                           f"{d.retention_days} days, old versions >= {floor}, uploads aborted bucket-wide")
+
+
+MIGRATE_TO_ENCRYPTED = (
+    "migrate: snapshot the root (backupctl snapshot --action encrypt-root), make an encrypted copy "
+    "(aws ec2 copy-snapshot --source-snapshot-id SNAP --source-region {region} --encrypted{key}), then "
+    "backupctl restore-instance --snapshot COPY --method detach --yes; downtime: the instance is stopped "
+    "while the new root volume is created and attached (minutes; the first reads after start are slower "
+    "while the volume loads from the snapshot)")
+
+
+def check_root_volume_encryption(scope: AuditScope) -> Check:
+    name, cfg = "root-volume-encryption", scope.config
+    ec2 = scope.client("ec2")
+    volume_id = ec2api.root_volume_id(ec2api.describe_instance(ec2, scope.instance_id))
+    volume = ec2api.describe_volume(ec2, volume_id)
+    key_hint = "" if not cfg.ebs_encryption.customer_managed else " --kms-key-id <your customer managed key>"
+    migrate = MIGRATE_TO_ENCRYPTED.format(region=scope.region, key=key_hint)
+    if not volume.get("Encrypted"):
+        return Check(name, FAIL, f"root volume {volume_id} is not encrypted, nor are its snapshots and recovery "
+                                 f"points; {migrate}")
+    key = volume.get("KmsKeyId")
+    if cfg.backup.air_gapped_vault and (not key or monitoringapi.key_manager(scope.client("kms"), key) == "AWS"):
+        return Check(name, FAIL, f"root volume {volume_id} is encrypted with the AWS managed aws/ebs key; AWS Backup "
+                                 f"copies EC2 recovery points to the air-gapped vault only from a customer managed "
+                                 f"key; {migrate}")
+    return Check(name, OK, f"root volume {volume_id} encrypted" + (f" with {key}" if key else ""))
+
+
+def check_ebs_encryption_by_default(scope: AuditScope) -> Check:
+    name, wanted = "ebs-encryption-by-default", scope.config.ebs_encryption
+    ec2 = scope.client("ec2")
+    if not ec2api.ebs_encryption_by_default(ec2):
+        return Check(name, FAIL, f"EBS encryption by default is off in {scope.region}: new volumes (and restored "
+                                 "roots) can be unencrypted")
+    if not wanted.customer_managed:
+        return Check(name, OK, "on (AWS managed key)")
+    key = ec2api.ebs_default_kms_key(ec2)
+    if key.startswith("alias/aws/") or (wanted.default_kms_key != "stack" and key != wanted.default_kms_key):
+        return Check(name, FAIL, f"on, but new volumes get {key}; ebsEncryption.defaultKmsKey is "
+                                 f"{wanted.default_kms_key}")
+    return Check(name, OK, f"on, default key {key}")
+
+
+def check_air_gapped_vault(scope: AuditScope) -> Check:
+    name, wanted = "air-gapped-vault", scope.config.backup.air_gapped_vault
+    if wanted is None:
+        return Check(name, OK, "not configured (backup.airGappedVault)")
+    vault_name = f"{scope.config.backup.plan_name}-air-gapped"[:50]
+    vault = backupapi.describe_vault(scope.client("backup"), vault_name)
+    problems = []
+    if vault.get("VaultType") != "LOGICALLY_AIR_GAPPED_BACKUP_VAULT":
+        problems.append(f"type {vault.get('VaultType') or 'unknown'}, not LOGICALLY_AIR_GAPPED_BACKUP_VAULT")
+    if vault.get("VaultState") not in (None, "AVAILABLE"):
+        problems.append(f"state {vault.get('VaultState')}")
+    if (vault.get("MinRetentionDays") or 0) < wanted.min_retention_days:
+        problems.append(f"MinRetentionDays {vault.get('MinRetentionDays')} < {wanted.min_retention_days}")
+    if problems:
+        return Check(name, FAIL, f"vault {vault_name}: " + ", ".join(problems))
+    return Check(name, OK, f"vault {vault_name}: air-gapped, retention {vault.get('MinRetentionDays')}.."
+                           f"{vault.get('MaxRetentionDays')} days, {vault.get('NumberOfRecoveryPoints', 0)} points")
+
+
+def check_guard_rails_attached(scope: AuditScope) -> Check:
+    name, wanted = "guard-rails-attached", scope.config.guard_rails
+    arn = stsapi.managed_policy_arn(scope.region, stsapi.account_id(scope.client("sts")), GUARD_RAILS_POLICY)
+    live = monitoringapi.policy_entities(scope.client("iam"), arn)
+    missing = [f"group {g}" for g in wanted.operator_groups if g not in live["groups"]]
+    missing += [f"role {r}" for r in wanted.operator_roles if r not in live["roles"]]
+    missing += [f"user {u}" for u in wanted.operator_users if u not in live["users"]]
+    attached = [f"{kind[:-1]} {n}" for kind, names in live.items() for n in names]
+    if missing or not attached:
+        return Check(name, FAIL, f"{GUARD_RAILS_POLICY} is attached to " + (", ".join(attached) or "nobody")
+                     + (f"; not to {', '.join(missing)}" if missing else ""))
+    return Check(name, OK, f"{GUARD_RAILS_POLICY} attached to {', '.join(attached)}")
+
+
+def check_api_call_trail(scope: AuditScope) -> Check:
+    """API-call alerts exist only while a trail logs this region's management events."""
+    name = "api-call-trail"
+    trails = monitoringapi.logging_trails(scope.client("cloudtrail"))
+    logging = [t for t in trails if t.get("Status", {}).get("IsLogging")]
+    ours = resource_name(scope.config.stack, "management-events")
+    if scope.config.monitoring.trail == "create" and not any(t.get("Name") == ours for t in logging):
+        state = "stopped" if any(t.get("Name") == ours for t in trails) else "missing"
+        return Check(name, FAIL, f"trail {ours} is {state}: API calls that weaken the backups raise no alert")
+    if not logging:
+        return Check(name, FAIL, "no trail is logging in this region: API calls that weaken the backups raise no "
+                                 "alert (monitoring.trail: existing needs one)")
+    return Check(name, OK, "logging: " + ", ".join(sorted(t["Name"] for t in logging)))
+
+
 CHECKS: tuple[tuple[str, Callable[[AuditScope], Check | list[Check]]], ...] = (
     ("recovery-point", check_recovery_point),
     ("backup-plan", check_backup_plan),
     ("vault-lock", check_vault_lock),
     ("vault-access-policy", check_vault_access_policy),
     ("recycle-bin", check_recycle_bin),
+    ("recycle-bin-images", check_recycle_bin_images),
     ("baselines", check_baselines),
     ("snapshot-block-public-access", check_snapshot_block_public_access),
     ("dump-fresh", check_dump_fresh),
     ("dump-bucket-versioning", check_bucket_versioning),
     ("dump-bucket-public-access", check_bucket_public_access),
     ("dump-bucket-encryption", check_bucket_encryption),
+    ("dump-bucket-object-lock", check_bucket_object_lock),
+    ("dump-bucket-policy", check_bucket_policy),
+    ("dump-bucket-lifecycle", check_bucket_lifecycle),
+    ("alarms", check_alarms),
+    ("api-call-trail", check_api_call_trail),
+    ("root-volume-encryption", check_root_volume_encryption),
+    ("ebs-encryption-by-default", check_ebs_encryption_by_default),
+    ("air-gapped-vault", check_air_gapped_vault),
+    ("guard-rails-attached", check_guard_rails_attached),
 )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from components.config import StackConfig
+from components.signals import DUMP_METRICS, alarm_specs
 from scripts.aws import ec2 as ec2api
 from scripts.aws import s3 as s3api
 from scripts.aws.errors import AWS_ERRORS, describe
@@ -27,6 +28,17 @@ S3_STANDARD_USD_GB_MONTH = 0.025  # S3 Standard, first 50 TB per month
 # Snapshot locks and Recycle Bin rules have no charge of their own; locked or binned snapshots keep
 # being billed as snapshot storage until the lock expires or the bin releases them.
 USD_INR = 88.0                  # RBI reference rate, approx. 2025-11; NOT verified here: pass --usd-inr
+# Monitoring (CloudWatch and CloudTrail pricing pages, as stored; NOT verified against the live list):
+# a standard-resolution alarm metric $0.10/month, a custom metric $0.30/month (the first 10 of each
+# are in the always-free tier, which this estimate does not subtract); CloudTrail's first copy of
+# management events is free, so the trail costs only its S3 storage.
+ALARM_USD_MONTH = 0.10
+CUSTOM_METRIC_USD_MONTH = 0.30
+TRAIL_LOG_GB_MONTH = 0.5          # assumption: compressed management-event logs written per month (small account)
+TRAIL_LOG_RETENTION_DAYS = 90     # components/monitoring.py keeps (and locks) trail logs this long
+# The air-gapped vault's storage price was not found in the stored AWS pages: priced like an EBS
+# snapshot by default (an assumption), override with --air-gapped-gb-month.
+AIR_GAPPED_USD_GB_MONTH = SNAPSHOT_USD_GB_MONTH
 
 # Assumptions where the account cannot tell (documented in docs/cli-audit-cost-demo.md).
 DAILY_CHANGE_PCT = 2.0     # share of the written data that changes per day (app logs, MariaDB pages, GPS)
@@ -55,6 +67,10 @@ class Rates:
     daily_change_pct: float = DAILY_CHANGE_PCT
     used_pct: float = USED_PCT
     premaint_keep_days: int = PREMAINT_KEEP_DAYS
+    alarm_price: float = ALARM_USD_MONTH
+    metric_price: float = CUSTOM_METRIC_USD_MONTH
+    trail_log_gb: float = TRAIL_LOG_GB_MONTH
+    air_gapped_price: float = AIR_GAPPED_USD_GB_MONTH
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,10 @@ class Inputs:
     dump_gb: float
     dump_source: str
     dump_retention_days: int
+    alarm_count: int = 0
+    custom_metric_count: int = 0
+    trail: bool = False
+    air_gapped: bool = False
 
 
 def _try(notes: list[str], what: str, fn: Callable[[], Any], fallback: Any) -> Any:
@@ -155,7 +175,10 @@ def gather_inputs(session: Session, cfg: StackConfig, instance_id: str, override
         recycle_bin_days=cfg.recycle_bin.retention_days, premaint_count=premaint, premaint_source=source,
         baseline_count=len(cfg.baselines), baseline_lock_days=[b.lock.days for b in cfg.baselines],
         locked_snapshots=locked, dump_gb=dump_gb, dump_source=dump_source,
-        dump_retention_days=cfg.dumps.retention_days)
+        dump_retention_days=cfg.dumps.retention_days,
+        alarm_count=len(alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name)),
+        custom_metric_count=len(DUMP_METRICS), trail=cfg.monitoring.trail == "create",
+        air_gapped=cfg.backup.air_gapped_vault is not None)
 
 
 def estimate(inputs: Inputs, args: Rates) -> list[Line]:
@@ -187,9 +210,21 @@ def estimate(inputs: Inputs, args: Rates) -> list[Line]:
         ("database dumps (S3)", f"{inputs.dump_retention_days} x {inputs.dump_gb:.2f} GB ({inputs.dump_source})",
          inputs.dump_retention_days * inputs.dump_gb, inputs.dump_retention_days * b["dump_gb"], s3),
     ]
+    if inputs.air_gapped:
+        # A second, independent chain of the daily points (assumed as large as the vault's).
+        rows.append(("air-gapped copies", f"as the daily points, at {args.air_gapped_price:g} USD/GB (assumed)",
+                     rows[0][2], rows[0][3], args.air_gapped_price))
+    if inputs.trail:
+        trail_gb = args.trail_log_gb * TRAIL_LOG_RETENTION_DAYS / 30
+        rows.append(("CloudTrail logs (S3)", f"{args.trail_log_gb:g} GB/month kept {TRAIL_LOG_RETENTION_DAYS} d "
+                     "(management events: first copy free)", trail_gb, trail_gb, s3))
     lines = [Line(item, basis, round(gb, 3), round(gb * price, 2), round(gb * price * rate, 2),
                   round(bgb, 3), round(bgb * price, 2), round(bgb * price * rate, 2))
              for item, basis, gb, bgb, price in rows]
+    fee = inputs.alarm_count * args.alarm_price + inputs.custom_metric_count * args.metric_price
+    lines.append(Line("alarms and dump metrics", f"{inputs.alarm_count} alarms x {args.alarm_price:g} + "
+                      f"{inputs.custom_metric_count} custom metrics x {args.metric_price:g} USD (before the free tier)",
+                      0.0, round(fee, 2), round(fee * rate, 2), 0.0, round(fee, 2), round(fee * rate, 2)))
     total_gb = sum(line.gb_month for line in lines)
     lines.append(Line("backup total", "", round(total_gb, 3), round(sum(line.usd for line in lines), 2),
                       round(sum(line.inr for line in lines), 2),
