@@ -192,6 +192,20 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class BinlogConfig:
+    """Point-in-time recovery: the binlog shipper on the instance (docs/pitr.md)."""
+    enabled: bool = True
+    prefix: str = "binlog"                  # key prefix of shipped segments in the dump bucket
+    interval_seconds: int = 30              # how often new binlog events are shipped (the RPO's main part)
+    retention_days: int = 37                # default: dumps.retentionDays + 7; must cover the dumps
+    spool_megabytes: int = 1024             # local spool bound while S3 is unreachable
+    rpo_bound_seconds: int = 60             # db-restore-drill --pitr fails above it
+    apply_server_settings: bool = False     # write the drop-in option file; never restarts the server
+    user: str = "binlog"
+    password_parameter: str = "/quickport/prod/mysql/binlog-password"
+
+
+@dataclass(frozen=True)
 class StackConfig:
     region: str
     instance_id: str
@@ -207,11 +221,12 @@ class StackConfig:
     guard_rails: GuardRailsConfig = field(default_factory=GuardRailsConfig)
     ebs_encryption: EbsEncryptionConfig = field(default_factory=EbsEncryptionConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    binlog: BinlogConfig = field(default_factory=BinlogConfig)
 
 
 TOP_LEVEL_KEYS = ("instanceId", "rootVolumeId", "elasticIpAllocationId", "instanceRoleName",
                   "backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption",
-                  "monitoring")
+                  "monitoring", "binlog")
 DEFAULT_FILES = ("/var/www/quickport/.env", "/opt/gt06-server")
 
 
@@ -425,6 +440,35 @@ def _parse_monitoring(raw: Any, dumps: DumpConfig) -> MonitoringConfig:
                                  "must be a valid S3 bucket name (3-63 lowercase letters, digits, '.', '-')"))
 
 
+def _parse_binlog(raw: Any, dumps: DumpConfig) -> BinlogConfig:
+    b = _mapping("binlog", raw, ("enabled", "prefix", "intervalSeconds", "retentionDays", "spoolMegabytes",
+                                 "rpoBoundSeconds", "applyServerSettings", "user", "passwordParameter"))
+    dflt = BinlogConfig()
+    prefix = _match("binlog.prefix", b.get("prefix", dflt.prefix), PREFIX_RE,
+                    "must be lowercase path segments of a-z, 0-9, '.', '_' or '-' without leading or trailing '/'")
+    others = {dumps.prefix.split("/")[0], dumps.files_prefix.split("/")[0], RESTORES_PREFIX}
+    if prefix.split("/")[0] in others:
+        raise _err("binlog.prefix", prefix, f"must not start with {', '.join(sorted(others))} "
+                                            "(the dumps, file archives and restores use them)")
+    interval = _int("binlog.intervalSeconds", b.get("intervalSeconds", dflt.interval_seconds), 5, 300)
+    return BinlogConfig(
+        enabled=_bool("binlog.enabled", b.get("enabled", dflt.enabled)),
+        prefix=prefix,
+        interval_seconds=interval,
+        retention_days=_int("binlog.retentionDays", b.get("retentionDays", dumps.retention_days + 7), 1, 36500),
+        spool_megabytes=_int("binlog.spoolMegabytes", b.get("spoolMegabytes", dflt.spool_megabytes), 16, 102400),
+        rpo_bound_seconds=_int("binlog.rpoBoundSeconds", b.get("rpoBoundSeconds", dflt.rpo_bound_seconds),
+                               interval, 86400),
+        apply_server_settings=_bool("binlog.applyServerSettings",
+                                    b.get("applyServerSettings", dflt.apply_server_settings)),
+        user=_match("binlog.user", b.get("user", dflt.user), re.compile(r"^[A-Za-z0-9_]{1,80}$"),
+                    "must be a MariaDB user name of letters, digits or underscores"),
+        password_parameter=_match(
+            "binlog.passwordParameter", b.get("passwordParameter", dflt.password_parameter), SSM_PARAMETER_RE,
+            "must be the name of an SSM SecureString parameter, e.g. /quickport/prod/mysql/binlog-password"),
+    )
+
+
 def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: str = "prod") -> StackConfig:
     """Parse the namespace's keys (without the 'quickport-backup:' prefix) into a StackConfig."""
     raw = _mapping("", raw, TOP_LEVEL_KEYS)
@@ -467,6 +511,7 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
         guard_rails=_parse_guard_rails(raw.get("guardRails")),
         ebs_encryption=ebs_encryption,
         monitoring=_parse_monitoring(raw.get("monitoring"), dumps),
+        binlog=_parse_binlog(raw.get("binlog"), dumps),
     )
 
 

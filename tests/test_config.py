@@ -149,6 +149,14 @@ def test_object_lock_never_defaults_below_seven_days():
     (("ebsEncryption", "defaultKmsKey"), "alias/aws/ebs",
      "ebsEncryption.defaultKmsKey = 'alias/aws/ebs': must be aws-managed, stack, or a KMS key ARN"),
     (("monitoring", "trail"), "none", "monitoring.trail = 'none': must be one of create, existing"),
+    (("binlog", "intervalSeconds"), 4, "binlog.intervalSeconds = 4: must be a whole number from 5 to 300"),
+    (("binlog", "intervalSeconds"), 301, "binlog.intervalSeconds = 301: must be a whole number from 5 to 300"),
+    (("binlog", "prefix"), "mysql/binlog",
+     "binlog.prefix = 'mysql/binlog': must not start with files, mysql, restores"),
+    (("binlog", "prefix"), "/binlog", "binlog.prefix = '/binlog': must be lowercase path segments"),
+    (("binlog", "rpoBoundSeconds"), 10, "binlog.rpoBoundSeconds = 10: must be a whole number from 30 to 86400"),
+    (("binlog", "enabled"), "yes", "binlog.enabled = 'yes': must be"),
+    (("binlog", "shipEvery"), 5, "binlog.shipEvery = 5: unknown key"),
 ])
 def test_new_keys_reject_bad_values_in_one_line(path, value, expected):
     raw, region = _prod_raw()
@@ -198,3 +206,12 @@ def test_an_existing_customer_managed_key_arn_is_accepted():
     raw["ebsEncryption"] = {"defaultKmsKey": arn}
     cfg = parse_config(raw, region=region)
     assert cfg.ebs_encryption.default_kms_key == arn and cfg.ebs_encryption.customer_managed
+
+
+def test_binlog_defaults_keep_segments_a_week_longer_than_the_dumps():
+    raw, region = _prod_raw()
+    raw.pop("binlog", None)
+    raw["dumps"]["retentionDays"] = 14
+    cfg = parse_config(raw, region=region)
+    assert (cfg.binlog.enabled, cfg.binlog.interval_seconds, cfg.binlog.retention_days) == (True, 30, 21)
+    assert cfg.binlog.prefix == "binlog" and cfg.binlog.rpo_bound_seconds == 60
