@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.agent import quickport_dump as qd
-from scripts.commands.base import Context, add_common_options
+from scripts.commands.base import Context, add_common_options, port_number
 from scripts.errors import EXIT_FAILED, EXIT_OK, UsageError
 from scripts.workflows import database as flow
 
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="database user with --password-parameter (default: the stack's dumps.user)")
     p.add_argument("--socket", help="server socket with --password-parameter (default: the client's)")
     p.add_argument("--db-host", help="server host with --password-parameter")
-    p.add_argument("--port", type=int, help="server port with --db-host")
+    p.add_argument("--port", type=port_number, help="server port with --db-host (1-65535)")
     p.add_argument("--compression", choices=tuple(qd.COMPRESSORS), help="default: the stack's dumps.compression")
     add_common_options(p)
     p.set_defaults(handler=run_db_backup)
