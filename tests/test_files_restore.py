@@ -190,4 +190,4 @@ def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, restore
     (tmp_path / "a-file").write_text("not a directory\n")
     result = restore(tree["env"], tmp_path / "a-file" / "out")
     failures = [line for line in result.err.splitlines() if line.startswith("backupctl ")]
-    assert (result.code, len(failures), "Not a directory" in failures[0]) == (1, 1, True)
+    assert (result.code, len(failures), "not a directory" in failures[0]) == (2, 1, True)

@@ -91,6 +91,17 @@ instance_id = matching("--instance-id", _ID_RE["instance"],
 port_number = number_in_range("--port", 1, 65535, "", integer=True)
 
 
+def directory_target(flag: str, path: Path) -> Path:
+    """A directory to restore into, checked before anything is downloaded: it may not exist yet, but
+    neither it nor its nearest existing ancestor may be a file. Returns the absolute path."""
+    path = path.resolve()
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        where = "is" if existing == path else f"is under {existing}, which is"
+        raise UsageError(f"{flag} {path}: {where} not a directory; give a directory (new or existing)")
+    return path
+
+
 @dataclass
 class Context:
     """Per-invocation state handed to every command handler (it satisfies workflows.base.Session)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.agent import quickport_dump as qd
-from scripts.commands.base import Context, add_common_options, port_number
+from scripts.commands.base import Context, add_common_options, directory_target, port_number
 from scripts.errors import EXIT_FAILED, EXIT_OK, UsageError
 from scripts.workflows import database as flow
 
@@ -185,8 +185,9 @@ def run_files_restore(ctx: Context) -> int:
     bucket = _check(a.bucket or ctx.config.dumps.bucket_name, "--bucket", qd.BUCKET_RE, "must be an S3 bucket name")
     prefix = _check(a.prefix or ctx.config.dumps.files_prefix, "--prefix", qd.PREFIX_RE, PREFIX_RULE)
     host = _check(a.host, "--host", qd.HOST_RE, "must be a hostname") if a.host else None
+    destination = directory_target("--to", a.to)
     report = flow.files_restore(ctx, flow.FilesArchiveRequest(
-        bucket=bucket, prefix=prefix, path=a.path, destination=a.to.resolve(), latest=bool(a.latest),
+        bucket=bucket, prefix=prefix, path=a.path, destination=destination, latest=bool(a.latest),
         host=host, manifest_key=a.manifest))
     problems = report["problems"]
     ctx.emit(report, "\n".join([

@@ -68,7 +68,54 @@ def resolve_manifest(s3, bucket: str, latest_key: Optional[str],
     missing = [k for k in ("key", "bytes", "sha256", "compression") if k not in manifest]
     if missing or manifest.get("compression") not in qd.COMPRESSORS:
         raise CommandError(f"s3://{bucket}/{manifest_key} is not a dump manifest (missing {missing or 'compression'})")
+    wrong = manifest_type_error(manifest)
+    if wrong:
+        raise CommandError(f"s3://{bucket}/{manifest_key} is not a usable manifest: {wrong}")
     return manifest_key, manifest
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def manifest_type_error(manifest: dict[str, Any]) -> Optional[str]:
+    """What is wrong-typed in a manifest (None: nothing). A manifest is data someone could have
+    edited or truncated; each field the restore reads is checked here, so a bad one is one line
+    naming it, not a traceback half-way through (`"bytes": "lots"`, `"tables": null`)."""
+    if not isinstance(manifest.get("key"), str) or not manifest["key"]:
+        return f"key {_shown(manifest.get('key'))} must be an object key"
+    if not _count(manifest.get("bytes")):
+        return f"bytes {_shown(manifest.get('bytes'))} must be a whole number of bytes"
+    if not isinstance(manifest.get("sha256"), str) or not _is_sha256(manifest["sha256"]):
+        return f"sha256 {_shown(manifest.get('sha256'))} must be 64 hex digits"
+    if "tables" in manifest:
+        tables = manifest["tables"]
+        if not isinstance(tables, dict) or not all(isinstance(k, str) and _count(v) for k, v in tables.items()):
+            return f"tables {_shown(tables)} must map each table name to its row count"
+    if "objects" in manifest:
+        objects = manifest["objects"]
+        if not isinstance(objects, dict) or not all(
+                isinstance(v, list) and all(isinstance(n, str) for n in v) for v in objects.values()):
+            return f"objects {_shown(objects)} must map each kind to a list of names"
+    if "files" in manifest:
+        files = manifest["files"]
+        if not isinstance(files, list):
+            return f"files {_shown(files)} must be a list of files"
+        for f in files:
+            if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("type"), str)):
+                return f"files entry {_shown(f)} must have a path and a type"
+            if f["type"] == "file" and not (_count(f.get("size")) and isinstance(f.get("sha256"), str)):
+                return f"files entry {_shown(f['path'])} must have a size and a sha256"
+    return None
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 
