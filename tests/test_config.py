@@ -222,8 +222,9 @@ def test_binlog_defaults_keep_segments_a_week_longer_than_the_dumps():
 def _alias_bomb() -> str:
     """The 'billion laughs' YAML: nine levels of nine aliases, under 2 KB, 9**9 strings if expanded."""
     lines = ["config:", '  quickport-backup:l0: &l0 ["' + "lol" * 40 + '"]']
-    lines += [f"  quickport-backup:l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
-    return "\n".join(lines + ["  quickport-backup:instanceId: *l9", ""])
+    lines += [f"  quickport-backup:l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    # 'a-bomb' sorts first: an unknown-key error quotes it, as any error naming a value would.
+    return "\n".join(lines + ["  quickport-backup:a-bomb: [" + ", ".join(["*l8"] * 9) + "]", ""])
 
 
 def _hostile_files() -> dict[str, str]:
