@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -120,6 +121,23 @@ def _is_sha256(value: str) -> bool:
 
 
 
+# A quoted literal in a client's message: a row value (Duplicate entry 'alice@example.com', Incorrect
+# string value: '\xF0...'), so never shown; the error's code, state, line and wording say what broke.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"")
+CHILD_ERROR_MAX = 200
+
+
+def child_error(stderr_text: str) -> str:
+    """One line for a client tool's failure, fit for stderr, --json and the operations log: its last
+    non-empty line (MariaDB prints `ERROR 1062 (23000) at line 41: ...` last), every quoted value
+    replaced by '?', capped at CHILD_ERROR_MAX characters."""
+    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = _QUOTED.sub("'?'", lines[-1])
+    return line if len(line) <= CHILD_ERROR_MAX else line[:CHILD_ERROR_MAX] + "..."
+
+
 class Client:
     """The mariadb command-line client with the operator's option file (or the client's own files)."""
 
@@ -133,8 +151,8 @@ class Client:
         out = subprocess.run([*self.argv, "--batch", "--skip-column-names", "--default-character-set=utf8mb4"],
                              input=sql.encode(), capture_output=True, env=qd.child_env(), timeout=3600)
         if out.returncode != 0:
-            lines = out.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise CommandError(f"mariadb: {lines[-1] if lines else f'exit {out.returncode}'}")
+            why = child_error(out.stderr.decode("utf-8", "replace")) or f"exit {out.returncode}"
+            raise CommandError(f"mariadb: {why}")
         return [line.split("\t") for line in out.stdout.decode("utf-8").splitlines()]
 
     def restore(self, progress: Callable[[str], None], dump: Path, compression: str, database: str) -> None:
@@ -170,7 +188,7 @@ class Client:
             raise
         if client.returncode != 0:
             raise CommandError(f"restore into {database} failed: mariadb {qd._exit_description(client)}: "
-                               f"{reaper.message(client)}")
+                               f"{child_error(reaper.message(client))}")
         if unpack.returncode != 0:
             raise CommandError(f"{decompress[0]} {qd._exit_description(unpack)}: {reaper.message(unpack)}")
 
