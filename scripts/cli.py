@@ -25,7 +25,9 @@ Operator CLI for the QuickPort production backup strategy.
 
 Runbook: before any maintenance, `backupctl guard --action <what> -- <command>` (or `snapshot` then
 `verify`); to recover, `restore-instance` / `restore-files` / `db-restore-drill`; weekly, `audit`.
-Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage or input.
+Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage or input (with --json also a usage
+error is one JSON document). Every AWS call gives up after about 1.5 minutes (4 attempts of 5 s connect
++ 20 s read; AWS_MAX_ATTEMPTS overrides the count); long waits have their own --timeout.
 """
 
 

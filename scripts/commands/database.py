@@ -35,9 +35,12 @@ exists or equals the source). Run it weekly; an untested backup is not a backup.
 
 FILES_RESTORE_HELP = """\
 Restore one file or directory from the files archive: download the archive, verify its SHA-256 against
-the manifest, extract only --path into --to (members with absolute or '..' names make it refuse the
-archive), then check each restored file's SHA-256 against the manifest. Never overwrites: existing
-targets under --to are refused."""
+the manifest, extract only --path into a hidden staging directory beside --to (same filesystem), check
+every file's SHA-256 and every symlink's target against the manifest, then rename it into place.
+Symlinks come back as symlinks (absolute ones too, e.g. Laravel's public/storage) and are never
+followed; members with absolute or '..' names make it refuse the archive. Any failure (a full disk, a
+mismatch, Ctrl-C) leaves nothing at --to, so the re-run works. Never overwrites: existing targets under
+--to are refused (exit 2), as is a --to that is a file (checked before the download)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=FILES_RESTORE_HELP, formatter_class=fmt)
     _add_source_options(p, "the archive <prefix>/<host>/latest.json names", "an archive's", "dumps.filesPrefix")
     p.add_argument("--path", required=True, help="absolute path as archived, e.g. /var/www/quickport/.env")
-    p.add_argument("--to", required=True, type=Path, help="directory to restore into (the path is recreated under it)")
+    p.add_argument("--to", required=True, type=Path,
+                   help="directory to restore into, new or existing (--path is recreated under it)")
     p.add_argument("--host", help="host the archive came from (default: the only host under the prefix)")
     add_common_options(p)
     p.set_defaults(handler=run_files_restore)
