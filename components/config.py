@@ -48,8 +48,18 @@ TRAIL_CHOICES = ("create", "existing")
 
 # --- value checks: each returns the clean value or raises ConfigError naming the key --------------
 
+MAX_SHOWN = 200   # characters of a bad value an error line quotes
+
+
+def capped(value: Any, limit: int = MAX_SHOWN) -> str:
+    """repr(value) cut to `limit` characters: an error stays one readable line whatever was pasted."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _err(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{NAMESPACE}:{key} = {value!r}: {allowed}")
+    key = key if len(key) <= MAX_SHOWN else key[:MAX_SHOWN] + "..."   # an unknown key is user text too
+    return ConfigError(f"{NAMESPACE}:{key} = {capped(value)}: {allowed}")
 
 
 def _int(key: str, value: Any, lo: int, hi: int) -> int:
@@ -81,9 +91,9 @@ def _mapping(key: str, value: Any, known: tuple[str, ...]) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise _err(key, value, "must be a mapping with keys " + ", ".join(known))
-    unknown = sorted(set(value) - set(known))
+    unknown = sorted(set(value) - set(known), key=str)   # str: YAML keys may be numbers too
     if unknown:
-        raise _err(f"{key}.{unknown[0]}" if key else unknown[0], value[unknown[0]],
+        raise _err(f"{key}.{unknown[0]}" if key else str(unknown[0]), value[unknown[0]],
                    "unknown key; allowed keys are " + ", ".join(known))
     return value
 
@@ -476,9 +486,8 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
         if raw.get(required) is None:
             raise _err(required, None, "is required")
     region = region or DEFAULT_REGION
-    _match_region = REGION_RE.match(region)
-    if not _match_region:
-        raise ConfigError(f"aws:region = {region!r}: must be an AWS region name, e.g. ap-south-1")
+    if not isinstance(region, str) or not REGION_RE.fullmatch(region):   # `aws:region: 5` is an int
+        raise ConfigError(f"aws:region = {capped(region)}: must be an AWS region name, e.g. ap-south-1")
     backup = _parse_backup(raw.get("backup"))
     if backup.copy_to_region == region:
         raise _err("backup.copyToRegion", region, "must be a different region from aws:region")
@@ -556,17 +565,51 @@ def stack_file(stack: str = "prod", root: Optional[Path] = None) -> Path:
     return project if project.is_file() else here
 
 
+MAX_STACK_FILE_BYTES = 1024 * 1024   # a real Pulumi.<stack>.yaml is a few KB
+
+
+def _refuse_aliases(path: Path, text: str) -> None:
+    """A stack file is plain data: anchors and aliases (`&a`, `*a`) are refused, because nested
+    aliases expand exponentially (a 1.7 KB "billion laughs" file becomes gigabytes of values).
+    libyaml's event stream is read without building anything, so this costs little."""
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            anchor = capped(event.anchor, 40)[1:-1]
+            raise ConfigError(f"stack config file {path} line {line}: YAML aliases (*{anchor}) are not "
+                              f"allowed in a stack config file; write the value out")
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when installed: 1 MB in well under 1 s
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
-    """The file's `config:` map, keys as written (e.g. 'aws:region', 'quickport-backup:backup')."""
+    """The file's `config:` map, keys as written (e.g. 'aws:region', 'quickport-backup:backup').
+    Bounded: at most MAX_STACK_FILE_BYTES, no aliases, so any file parses or fails in well under 1 s."""
     try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
+        with open(path, "rb") as f:
+            data = f.read(MAX_STACK_FILE_BYTES + 1)
+        if len(data) > MAX_STACK_FILE_BYTES:
+            raise ConfigError(f"stack config file {path} is larger than {MAX_STACK_FILE_BYTES // 1024} KiB; "
+                              f"a stack config is a few KB")
+        text = data.decode("utf-8")
+        if "&" in text:   # no anchor, no alias that resolves: skip the event scan
+            _refuse_aliases(path, text)
+        doc = yaml.load(text, Loader=_LOADER) or {}   # noqa: S506 - a safe loader (libyaml's or PyYAML's)
     except FileNotFoundError:
         raise ConfigError(f"stack config file {path} does not exist") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"stack config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"stack config file {path} is not valid YAML: {capped(str(e).splitlines()[0])[1:-1]}") \
+            from None
+    except RecursionError:
+        raise ConfigError(f"stack config file {path} is nested too deeply to be a stack config") from None
     config = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(config, dict):
         raise ConfigError(f"stack config file {path} has no 'config:' mapping")
+    odd = [k for k in config if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"stack config file {path}: config key {capped(odd[0])} must be a string, "
+                          f"e.g. {NAMESPACE}:instanceId")
     return config
 
 
@@ -577,7 +620,7 @@ def split_namespaces(config: Mapping[str, Any]) -> tuple[dict[str, Any], Optiona
         if key.startswith(NAMESPACE + ":"):
             ours[key[len(NAMESPACE) + 1:]] = value
         elif ":" not in key:
-            raise ConfigError(f"{key} = {value!r}: config keys need a namespace, e.g. {NAMESPACE}:{key}")
+            raise ConfigError(f"{capped(key)} = {capped(value)}: config keys need a namespace, e.g. {NAMESPACE}:{key}")
     return ours, config.get("aws:region")
 
 

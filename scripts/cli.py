@@ -25,12 +25,18 @@ Operator CLI for the QuickPort production backup strategy.
 
 Runbook: before any maintenance, `backupctl guard --action <what> -- <command>` (or `snapshot` then
 `verify`); to recover, `restore-instance` / `restore-files` / `db-restore-drill`; weekly, `audit`.
-Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage or input.
+Exit codes: 0 ok, 1 a check or AWS operation failed, 2 bad usage or input (with --json also a usage
+error is one JSON document). Every AWS call gives up after about 1.5 minutes (4 attempts of 5 s connect
++ 20 s read; AWS_MAX_ATTEMPTS overrides the count); long waits have their own --timeout.
 """
 
 
 class _UsageExit(Exception):
-    """argparse found bad usage; carries its one-line message to main()."""
+    """argparse found bad usage; carries its one-line message (and the parser's prog) to main()."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{prog}: error: {message}")
+        self.message = message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
     first) and hands it to main(), which prints it and returns 2."""
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        raise _UsageExit(f"{self.prog}: error: {message}")
+        raise _UsageExit(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict[str, Any]] = None) -> int:
     """Run one command. `clients` pre-builds boto3 clients by service name (tests, the demo)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except _UsageExit as e:
         print(e, file=sys.stderr)
+        if _wants_json(argv):   # argparse stopped before --json was parsed: read it from argv
+            _print_json({"command": _command_of(argv, parser), "ok": False, "exitCode": EXIT_USAGE,
+                         "error": e.message})
         return EXIT_USAGE
     ctx = Context(args=args, command=args.command, clients=ClientFactory(clients))
     try:
@@ -80,14 +90,32 @@ def main(argv: Optional[Sequence[str]] = None, *, clients: Optional[dict[str, An
         raise
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """--json among the options (not in a guard command after `--`)."""
+    head = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in head
+
+
+def _command_of(argv: list[str], parser: argparse.ArgumentParser) -> Optional[str]:
+    """The subcommand named in argv, if any (for a usage error's JSON document)."""
+    names = {name for action in parser._subparsers._group_actions   # type: ignore[union-attr]
+             for name in getattr(action, "choices", None) or ()} if parser._subparsers else set()
+    return next((a for a in argv if a in names), None)
+
+
+def _print_json(document: dict[str, Any]) -> int:
+    try:
+        print(json.dumps(document))
+    except BrokenPipeError:
+        return _closed_pipe()
+    return 0
+
+
 def _fail(ctx: Context, code: int, kind: str, message: str) -> int:
     """One line on stderr for people; with --json also one JSON document on stdout for machines."""
     print(f"backupctl {ctx.command}: {kind}: {message}", file=sys.stderr)
-    if ctx.json:
-        try:
-            print(json.dumps({"command": ctx.command, "ok": False, "exitCode": code, "error": message}))
-        except BrokenPipeError:
-            return _closed_pipe()
+    if ctx.json and _print_json({"command": ctx.command, "ok": False, "exitCode": code, "error": message}):
+        return EXIT_BROKEN_PIPE
     return code
 
 

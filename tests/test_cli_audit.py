@@ -878,3 +878,35 @@ def test_guard_rails_detached_fail(account):
     check = audit_check(account, "guard-rails-attached")
     assert check["status"] == "FAIL" and check["detail"] == (
         "quickport-backup-operator-guard-rails is attached to nobody; not to group quickport-operators")
+
+
+def _rewrite_latest_manifest(account, **changes) -> dict:
+    """Rewrite the manifest latest.json names (as someone or something could) with `changes`."""
+    s3 = account.client("s3")
+    latest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"mysql/{DB}/latest.json")["Body"].read())
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=latest["manifest"])["Body"].read())
+    s3.put_object(Bucket=BUCKET, Key=latest["manifest"], Body=json.dumps({**manifest, **changes}).encode())
+    return manifest
+
+
+def test_a_manifest_whose_dump_object_is_missing_fails(account):
+    manifest = _rewrite_latest_manifest(account, key=f"mysql/{DB}/2020/01/01/{DB}-gone.sql.zst")
+    check = audit_check(account, "dump-fresh")
+    assert (check["status"], "does not exist" in check["detail"]) == ("FAIL", True), (check, manifest["key"])
+
+
+def test_a_manifest_whose_dump_object_has_another_size_fails(account):
+    _rewrite_latest_manifest(account, bytes=11)
+    check = audit_check(account, "dump-fresh")
+    assert (check["status"], "is 10 bytes, the manifest says 11" in check["detail"]) == ("FAIL", True), check
+
+
+def test_a_manifest_finished_in_the_future_fails(account):
+    _rewrite_latest_manifest(account, finished_at=quickport_dump.isoformat(_now() + dt.timedelta(hours=3)))
+    check = audit_check(account, "dump-fresh")
+    assert (check["status"], "in the future" in check["detail"]) == ("FAIL", True), check
+
+
+def test_a_manifest_finished_a_minute_ahead_is_clock_skew_and_ok(account):
+    _rewrite_latest_manifest(account, finished_at=quickport_dump.isoformat(_now() + dt.timedelta(minutes=1)))
+    assert audit_check(account, "dump-fresh")["status"] == "ok"

@@ -215,3 +215,69 @@ def test_binlog_defaults_keep_segments_a_week_longer_than_the_dumps():
     cfg = parse_config(raw, region=region)
     assert (cfg.binlog.enabled, cfg.binlog.interval_seconds, cfg.binlog.retention_days) == (True, 30, 21)
     assert cfg.binlog.prefix == "binlog" and cfg.binlog.rpo_bound_seconds == 60
+
+
+# --- hostile stack files (issue 9, item 6): bounded in time, memory and what they print -------------
+
+def _alias_bomb() -> str:
+    """The 'billion laughs' YAML: nine levels of nine aliases, under 2 KB, 9**9 strings if expanded."""
+    lines = ["config:", '  quickport-backup:l0: &l0 ["' + "lol" * 40 + '"]']
+    lines += [f"  quickport-backup:l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    # 'a-bomb' sorts first: an unknown-key error quotes it, as any error naming a value would.
+    return "\n".join(lines + ["  quickport-backup:a-bomb: [" + ", ".join(["*l8"] * 9) + "]", ""])
+
+
+def _hostile_files() -> dict[str, str]:
+    prod = stack_file("prod").read_text()
+    return {
+        "alias-bomb": _alias_bomb(),
+        "long-value": prod.replace("quickport-backup:instanceId: ", "quickport-backup:instanceId: " + "x" * 1_000_000
+                                   + " # ", 1),
+        "deep-nesting": "config:\n  quickport-backup:backup: " + "[" * 300_000 + "]" * 300_000 + "\n",
+        "many-keys": "config:\n" + "".join(f"  quickport-backup:k{i}: {i}\n" for i in range(30_000)),
+        "long-unknown-key": "config:\n  quickport-backup:" + "k" * 900_000 + ": 1\n",
+        "numeric-key": "config:\n  5: five\n",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_hostile_files()))
+def test_a_hostile_stack_file_fails_in_one_short_line_quickly_and_small(tmp_path, name):
+    import time
+    import tracemalloc
+    text = _hostile_files()[name]
+    path = tmp_path / "Pulumi.hostile.yaml"
+    path.write_text(text)
+    assert path.stat().st_size <= 1024 * 1024
+    tracemalloc.start()
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_stack_config("hostile", path)
+    elapsed = time.monotonic() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    message = str(caught.value)
+    # Generous correctness bounds (the requirement is < 1 s on an idle machine), not a benchmark.
+    assert (elapsed < 5, peak < 200 * 1024 * 1024, "\n" not in message, len(message) < 600) == \
+        (True, True, True, True), (elapsed, peak, message[:300])
+
+
+def test_an_alias_in_a_stack_file_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "Pulumi.alias.yaml"
+    path.write_text(_alias_bomb())
+    with pytest.raises(ConfigError, match=r"line 3: YAML aliases \(\*l0\) are not allowed"):
+        read_stack_file(path)
+
+
+def test_a_stack_file_over_one_mebibyte_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "Pulumi.big.yaml"
+    path.write_text(stack_file("prod").read_text() + "#" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        read_stack_file(path)
+
+
+def test_a_long_bad_value_is_printed_capped():
+    raw, region = _prod_raw()
+    raw["instanceId"] = "x" * 10_000
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, region=region)
+    assert ("(10002 characters)" in str(caught.value), len(str(caught.value)) < 400) == (True, True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 
 import boto3
 import pytest
@@ -134,3 +135,39 @@ def test_drill_says_when_the_scratch_database_could_not_be_dropped(manifest, mar
     finally:
         mariadb_server.drop_databases("crm_drill_scratch")
         mariadb_server.sql("DROP USER 'drill_nodrop'@'localhost';")
+
+
+ROW_SECRET = "pan-4111111111111111@example.com"
+
+
+def _publish_failing_dump(bucket: str) -> str:
+    """A dump whose restore fails on a row: the same key twice, so MariaDB's error quotes the row."""
+    sql = ("CREATE TABLE customers (email VARCHAR(64) PRIMARY KEY);\n"
+           f"INSERT INTO customers VALUES ('{ROW_SECRET}'), ('{ROW_SECRET}');\n").encode()
+    body = subprocess.run(["zstd", "-q", "-c"], input=sql, capture_output=True, check=True).stdout
+    key = f"mysql/{SOURCE}/2026/11/26/{SOURCE}-20261126T000000Z.sql.zst"
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    manifest = {"key": key, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "compression": "zstd",
+                "database": SOURCE, "tables": {"customers": 2}, "objects": {}, "finished_at": "2026-11-26T00:00:00Z"}
+    return quickport_dump.publish(s3, bucket, f"mysql/{SOURCE}/latest.json", manifest)
+
+
+def test_a_failed_restore_reports_the_error_code_never_the_row(mariadb_server, dump_bucket, drill, tmp_path):
+    mariadb_server.drop_databases("crm_drill_scratch")
+    _publish_failing_dump(dump_bucket)
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
+    log = (tmp_path / "ops.jsonl").read_text()
+    error = result.json()["error"]
+    assert (result.code, "ERROR 1062 (23000)" in error, "Duplicate entry" in error) == (1, True, True), error
+    assert [ROW_SECRET in text for text in (result.err, result.out, log)] == [False, False, False]
+    assert (len(error) < 400, scratch_exists(mariadb_server)) == (True, False)
+
+
+def test_a_client_error_is_one_capped_line_without_quoted_values():
+    from scripts.workflows.database import CHILD_ERROR_MAX, child_error
+    text = "warning: something\nERROR 1366 (22007) at line 9: Incorrect string value: '\\xF0\\x9F' for column `c`" \
+        + " x" * 500 + "\n"
+    line = child_error(text)
+    assert (line.startswith("ERROR 1366 (22007) at line 9: Incorrect string value: '?' for column `c`"),
+            "\\xF0" in line, len(line) <= CHILD_ERROR_MAX + 3) == (True, False, True)

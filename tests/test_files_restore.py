@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 
 import boto3
@@ -92,12 +93,17 @@ def test_restore_refuses_an_archive_whose_hash_differs(dump_bucket, restore, tre
     assert (result.code, "does not match" in result.err, out.exists()) == (1, True, False)
 
 
-def _publish_crafted_archive(bucket: str, members: dict[str, bytes]) -> None:
-    """An archive with hand-made member names, published exactly as the dump script publishes."""
+def _publish_crafted_archive(bucket: str, members: dict, wrong_sha: frozenset = frozenset()) -> None:
+    """An archive with hand-made members (bytes, or ("symlink", target)), published exactly as the
+    dump script publishes; the manifest's sha256 of the members in `wrong_sha` is wrong."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                info.type, info.linkname = tarfile.SYMTYPE, data[1]
+                tar.addfile(info)
+                continue
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     import gzip
@@ -105,7 +111,9 @@ def _publish_crafted_archive(bucket: str, members: dict[str, bytes]) -> None:
     key = f"files/{HOST}/2026/11/26/{HOST}-20261126T000000Z.tar.gz"
     s3 = boto3.client("s3")
     s3.put_object(Bucket=bucket, Key=key, Body=body)
-    files = [{"path": "/" + n.lstrip("/"), "type": "file", "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+    files = [{"path": "/" + n.lstrip("/"), "type": "symlink", "target": d[1]} if isinstance(d, tuple) else
+             {"path": "/" + n.lstrip("/"), "type": "file", "size": len(d),
+              "sha256": hashlib.sha256(d + (b"x" if n in wrong_sha else b"")).hexdigest()}
              for n, d in members.items()]
     manifest = {"key": key, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "compression": "gzip",
                 "files": files, "finished_at": "2026-11-26T00:00:00Z"}
@@ -173,16 +181,97 @@ def test_files_missing_path_fails_without_publishing(dump_bucket, tree):
     assert (code, s3_keys(dump_bucket)) == (1, [])
 
 
-def test_restore_refuses_a_link_leaving_the_target_in_one_line_writing_nothing(dump_bucket, restore, tree, tmp_path):
-    # e.g. Laravel's `storage:link` makes public/storage an absolute symlink: the "data" extraction
-    # filter refuses it; that must be a one-line exit 1 before any file is written, not a traceback.
-    (tree["root"] / "src" / "opt" / "gt06-server" / "logs").symlink_to("/var/log/gt06")
-    archive(dump_bucket, [tree["gt06"]])
+@pytest.fixture
+def laravel(tmp_path):
+    """A Laravel-like tree: `php artisan storage:link` made public/storage an ABSOLUTE symlink to
+    storage/app/public; bootstrap/cache holds files; a relative link for good measure."""
+    app = tmp_path / "src" / "var" / "www" / "quickport"
+    (app / "public").mkdir(parents=True)
+    (app / "storage" / "app" / "public" / "avatars").mkdir(parents=True)
+    (app / "bootstrap" / "cache").mkdir(parents=True)
+    (app / ".env").write_text("APP_KEY=base64:abc\n")
+    (app / "public" / "index.php").write_text("<?php require '../vendor/autoload.php';\n")
+    (app / "storage" / "app" / "public" / "avatars" / "1.png").write_bytes(os.urandom(3000))
+    (app / "bootstrap" / "cache" / "config.php").write_text("<?php return [];\n")
+    (app / "public" / "storage").symlink_to(app / "storage" / "app" / "public")
+    (app / "current-env").symlink_to(".env")
+    return app
+
+
+def test_restore_brings_absolute_symlinks_back_as_links(dump_bucket, restore, laravel, tmp_path):
+    archive(dump_bucket, [str(laravel)])   # the real agent's archive, as the nightly job makes it
     out = tmp_path / "out"
+    result = restore(str(laravel), out)
+    restored = out / str(laravel).lstrip("/")
+    assert (result.code, os.readlink(restored / "public" / "storage"), os.readlink(restored / "current-env"),
+            (restored / "storage" / "app" / "public" / "avatars" / "1.png").read_bytes()) == \
+        (0, str(laravel / "storage" / "app" / "public"), ".env",
+         (laravel / "storage" / "app" / "public" / "avatars" / "1.png").read_bytes()), result.err
+
+
+def test_restore_never_writes_through_a_link(dump_bucket, restore, tmp_path):
+    # A crafted archive: an absolute link, then a member "under" it. Following the link would write
+    # outside --to; the restore refuses instead and puts nothing anywhere.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _publish_crafted_archive(dump_bucket, {"app/public/storage": ("symlink", str(outside)),
+                                           "app/public/storage/evil.php": b"<?php evil();\n"})
+    out = tmp_path / "out"
+    result = restore("/app", out)
+    assert (result.code, list(outside.iterdir()), out.exists(), _leftovers(tmp_path)) == (1, [], False, [])
+
+
+def test_a_file_differing_from_the_manifest_leaves_nothing_at_to(dump_bucket, restore, tmp_path):
+    _publish_crafted_archive(dump_bucket, {"etc/app.env": b"ok\n", "etc/other.env": b"also ok\n"},
+                             wrong_sha={"etc/other.env"})
+    out = tmp_path / "out"
+    result = restore("/etc", out)
+    assert (result.code, "differ from the manifest" in result.err, out.exists(), _leftovers(tmp_path)) == \
+        (1, True, False, [])
+
+
+def test_restore_into_an_existing_directory_keeps_what_is_there(dump_bucket, restore, tree, tmp_path):
+    archive(dump_bucket, [tree["env"], tree["gt06"]])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
     result = restore(tree["gt06"], out)
-    failures = [line for line in result.err.splitlines() if line.startswith("backupctl ")]
-    written = [p for p in out.rglob("*") if not p.is_dir()] if out.exists() else []
-    assert (result.code, len(failures), "/var/log/gt06" in failures[0], written) == (1, 1, True, [])
+    assert (result.code, (out / "notes.txt").read_text(),
+            (out / tree["gt06"].lstrip("/") / "server.js").exists(), _leftovers(tmp_path)) == (0, "mine\n", True, [])
+
+
+def _leftovers(directory) -> list[str]:
+    """Hidden staging directories a restore left anywhere under `directory`."""
+    return [str(p) for p in directory.rglob(".*restoring-*")]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (root only: skipped where mounting is not allowed)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_leaves_nothing_at_to_and_the_re_run_works(dump_bucket, restore, tree, tiny_disk, tmp_path):
+    big = tree["root"] / "src" / "opt" / "gt06-server" / "firmware.bin"
+    big.write_bytes(os.urandom(1536 * 1024))   # fits the 2 MiB disk, but not beside the filler
+    archive(dump_bucket, [tree["gt06"]])
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (1024 * 1024))
+    out = tiny_disk / "out"
+    first = restore(tree["gt06"], out)
+    state_after_failure = (first.code, "No space left on device" in first.err, out.exists(),
+                           sorted(p.name for p in tiny_disk.iterdir()))
+    filler.unlink()
+    second = restore(tree["gt06"], out)
+    restored = out / str(big).lstrip("/")
+    assert state_after_failure == (1, True, False, ["filler"]), first.err
+    assert (second.code, restored.read_bytes() == big.read_bytes()) == (0, True), second.err
 
 
 def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, restore, tree, tmp_path):
@@ -190,4 +279,4 @@ def test_restore_into_a_path_under_a_file_fails_in_one_line(dump_bucket, restore
     (tmp_path / "a-file").write_text("not a directory\n")
     result = restore(tree["env"], tmp_path / "a-file" / "out")
     failures = [line for line in result.err.splitlines() if line.startswith("backupctl ")]
-    assert (result.code, len(failures), "Not a directory" in failures[0]) == (1, 1, True)
+    assert (result.code, len(failures), "not a directory" in failures[0]) == (2, 1, True)

@@ -119,6 +119,12 @@ def _absent_is_none(call, *missing_codes: str) -> Any:
         raise
 
 
+def object_size(s3, bucket: str, key: str) -> Optional[int]:
+    """The object's size in bytes (HeadObject), or None when it does not exist (HTTP 404)."""
+    answer = _absent_is_none(lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound")
+    return None if answer is None else int(answer["ContentLength"])
+
+
 def object_lock_configuration(s3, bucket: str) -> Optional[dict[str, Any]]:
     """The bucket's ObjectLockConfiguration, or None when Object Lock was never turned on."""
     answer = _absent_is_none(lambda: s3.get_object_lock_configuration(Bucket=bucket),

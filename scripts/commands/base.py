@@ -9,12 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from components.config import DEFAULT_REGION, ConfigError, StackConfig, load_stack_config
+from components.config import (
+    _ID_RE,
+    DEFAULT_REGION,
+    REGION_RE,
+    ConfigError,
+    StackConfig,
+    capped,
+    load_stack_config,
+)
 from scripts import oplog
 from scripts.aws.session import ClientFactory
 from scripts.errors import UsageError
@@ -30,29 +39,67 @@ def add_common_options(parser: argparse.ArgumentParser, *, aws: bool = True) -> 
     g.add_argument("--log-file", type=Path, default=None,
                    help="operations log (JSON lines); default $XDG_STATE_HOME/quickport-backup/operations.jsonl")
     if aws:
-        g.add_argument("--region", default=None,
-                       help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION, else the stack's, else ap-south-1)")
-        g.add_argument("--instance-id", default=None, help="production instance (default: the stack's instanceId)")
+        g.add_argument("--region", default=None, type=region_name,
+                       help="AWS region, e.g. ap-south-1 (default: AWS_REGION / AWS_DEFAULT_REGION, else the "
+                            "stack's, else ap-south-1)")
+        g.add_argument("--instance-id", default=None, type=instance_id,
+                       help="production instance, i- and 8 or 17 hex digits (default: the stack's instanceId; "
+                            "an empty value is refused, never the default)")
 
 
 # --- argument types shared by several commands -----------------------------------------------------
 
+# Every value an argparse type refuses is quoted through `capped`: a pasted megabyte stays one line.
+# ASCII digits only: int() and float() also take "3_0" and Arabic-Indic digits, which no operator
+# means and no AWS API documents.
+_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_WHOLE_RE = re.compile(r"^[+-]?[0-9]+$")
+
+
 def number_in_range(flag: str, lo: float, hi: float, unit: str, *, integer: bool = False,
                     open_low: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a number (whole with `integer`) from lo to hi (above lo with `open_low`)."""
+    """An argparse type: a number (whole with `integer`) from lo to hi (above lo with `open_low`),
+    written in ASCII digits (no '_', no other scripts' digits, no nan/inf)."""
     kind = ("a whole number" if integer else "a number") + (f" of {unit}" if unit else "")
 
     def parse(value: str) -> Any:
-        try:
-            number: Any = int(value) if integer else float(value)
-        except ValueError:
-            number = None
+        number: Any = None
+        if (_WHOLE_RE if integer else _NUMBER_RE).match(value.strip()):
+            number = int(value) if integer else float(value)
         low_ok = number is not None and (number > lo if open_low else number >= lo)
         if number is None or number != number or not low_ok or number > hi:  # NaN compares unequal
             bound = f"more than {lo:g} and at most {hi:g}" if open_low else f"from {lo:g} to {hi:g}"
-            raise argparse.ArgumentTypeError(f"{flag} {value!r}: must be {kind} {bound}")
+            raise argparse.ArgumentTypeError(f"{flag} {capped(value)}: must be {kind} {bound} (ASCII digits)")
         return number
     return parse
+
+
+def matching(flag: str, pattern: re.Pattern, allowed: str) -> Callable[[str], str]:
+    """An argparse type: a string matching `pattern` (an empty one never does)."""
+    def parse(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise argparse.ArgumentTypeError(f"{flag} {capped(value)}: {allowed}")
+        return value
+    return parse
+
+
+# re.ASCII: the config's \d would also take other scripts' digits.
+region_name = matching("--region", re.compile(REGION_RE.pattern, re.ASCII),
+                       "must be an AWS region name, e.g. ap-south-1")
+instance_id = matching("--instance-id", _ID_RE["instance"],
+                       "must be an EC2 instance id, i- followed by 8 or 17 hex digits")
+port_number = number_in_range("--port", 1, 65535, "", integer=True)
+
+
+def directory_target(flag: str, path: Path) -> Path:
+    """A directory to restore into, checked before anything is downloaded: it may not exist yet, but
+    neither it nor its nearest existing ancestor may be a file. Returns the absolute path."""
+    path = path.resolve()
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        where = "is" if existing == path else f"is under {existing}, which is"
+        raise UsageError(f"{flag} {path}: {where} not a directory; give a directory (new or existing)")
+    return path
 
 
 @dataclass
@@ -87,10 +134,14 @@ class Context:
 
     @property
     def region(self) -> str:
-        explicit = getattr(self.args, "region", None) or os.environ.get("AWS_REGION") \
-            or os.environ.get("AWS_DEFAULT_REGION")
-        if explicit:
-            return explicit
+        if getattr(self.args, "region", None):
+            return str(self.args.region)   # checked by region_name
+        for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            if os.environ.get(variable):
+                try:
+                    return region_name(os.environ[variable])
+                except argparse.ArgumentTypeError as e:
+                    raise UsageError(str(e).replace("--region", variable, 1)) from None
         try:
             return self.config.region
         except UsageError:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.agent import quickport_dump as qd
-from scripts.commands.base import Context, add_common_options
+from scripts.commands.base import Context, add_common_options, directory_target, port_number
 from scripts.errors import EXIT_FAILED, EXIT_OK, UsageError
 from scripts.workflows import database as flow
 
@@ -35,9 +35,12 @@ exists or equals the source). Run it weekly; an untested backup is not a backup.
 
 FILES_RESTORE_HELP = """\
 Restore one file or directory from the files archive: download the archive, verify its SHA-256 against
-the manifest, extract only --path into --to (members with absolute or '..' names make it refuse the
-archive), then check each restored file's SHA-256 against the manifest. Never overwrites: existing
-targets under --to are refused."""
+the manifest, extract only --path into a hidden staging directory beside --to (same filesystem), check
+every file's SHA-256 and every symlink's target against the manifest, then rename it into place.
+Symlinks come back as symlinks (absolute ones too, e.g. Laravel's public/storage) and are never
+followed; members with absolute or '..' names make it refuse the archive. Any failure (a full disk, a
+mismatch, Ctrl-C) leaves nothing at --to, so the re-run works. Never overwrites: existing targets under
+--to are refused (exit 2), as is a --to that is a file (checked before the download)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", help="database user with --password-parameter (default: the stack's dumps.user)")
     p.add_argument("--socket", help="server socket with --password-parameter (default: the client's)")
     p.add_argument("--db-host", help="server host with --password-parameter")
-    p.add_argument("--port", type=int, help="server port with --db-host")
+    p.add_argument("--port", type=port_number, help="server port with --db-host (1-65535)")
     p.add_argument("--compression", choices=tuple(qd.COMPRESSORS), help="default: the stack's dumps.compression")
     add_common_options(p)
     p.set_defaults(handler=run_db_backup)
@@ -74,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=FILES_RESTORE_HELP, formatter_class=fmt)
     _add_source_options(p, "the archive <prefix>/<host>/latest.json names", "an archive's", "dumps.filesPrefix")
     p.add_argument("--path", required=True, help="absolute path as archived, e.g. /var/www/quickport/.env")
-    p.add_argument("--to", required=True, type=Path, help="directory to restore into (the path is recreated under it)")
+    p.add_argument("--to", required=True, type=Path,
+                   help="directory to restore into, new or existing (--path is recreated under it)")
     p.add_argument("--host", help="host the archive came from (default: the only host under the prefix)")
     add_common_options(p)
     p.set_defaults(handler=run_files_restore)
@@ -185,8 +189,9 @@ def run_files_restore(ctx: Context) -> int:
     bucket = _check(a.bucket or ctx.config.dumps.bucket_name, "--bucket", qd.BUCKET_RE, "must be an S3 bucket name")
     prefix = _check(a.prefix or ctx.config.dumps.files_prefix, "--prefix", qd.PREFIX_RE, PREFIX_RULE)
     host = _check(a.host, "--host", qd.HOST_RE, "must be a hostname") if a.host else None
+    destination = directory_target("--to", a.to)
     report = flow.files_restore(ctx, flow.FilesArchiveRequest(
-        bucket=bucket, prefix=prefix, path=a.path, destination=a.to.resolve(), latest=bool(a.latest),
+        bucket=bucket, prefix=prefix, path=a.path, destination=destination, latest=bool(a.latest),
         host=host, manifest_key=a.manifest))
     problems = report["problems"]
     ctx.emit(report, "\n".join([

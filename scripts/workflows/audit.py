@@ -21,7 +21,7 @@ from scripts.aws import rbin as rbinapi
 from scripts.aws import s3 as s3api
 from scripts.aws import sts as stsapi
 from scripts.aws.errors import AWS_ERRORS, NOT_FOUND_CODES, describe, error_code
-from scripts.times import parse_time
+from scripts.times import iso_utc, parse_time
 from scripts.workflows.base import Session
 
 OK, FAIL, UNCHECKED = "ok", "FAIL", "could-not-check"
@@ -277,6 +277,25 @@ def _manifest_key_from_latest(latest: dict[str, Any]) -> Optional[str]:
     return latest["key"] + ".manifest.json" if isinstance(latest.get("key"), str) else None
 
 
+# Clock skew allowed between the instance that wrote finished_at and this machine.
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+def _dump_object_problem(s3, bucket: str, manifest: dict[str, Any]) -> Optional[str]:
+    """Why the manifest's dump object does not back it up (None: it exists with the manifest's size).
+    A manifest is written after its object, but the object can be gone (a lifecycle rule, a hand) or
+    another one (an overwrite): only the object restores."""
+    key, size = manifest.get("key"), manifest.get("bytes")
+    if not isinstance(key, str) or isinstance(size, bool) or not isinstance(size, int):
+        return "names no dump object key and size (key, bytes)"
+    actual = s3api.object_size(s3, bucket, key)
+    if actual is None:
+        return f"its dump object s3://{bucket}/{key} does not exist"
+    if actual != size:
+        return f"its dump object s3://{bucket}/{key} is {actual} bytes, the manifest says {size}"
+    return None
+
+
 def check_dump_fresh(scope: AuditScope) -> Check:
     name, d = "dump-fresh", scope.config.dumps
     s3 = scope.client("s3")
@@ -291,6 +310,10 @@ def check_dump_fresh(scope: AuditScope) -> Check:
         if end is None:
             return Check(name, FAIL, f"latest.json points at {manifest_key or 'nothing'}, "
                                      "which is not a readable manifest with an end time")
+        assert manifest is not None   # end came from it
+        missing = _dump_object_problem(s3, d.bucket_name, manifest)
+        if missing:
+            return Check(name, FAIL, f"{manifest_key}: {missing}")
     else:
         # No latest.json: the newest manifest still proves a good dump (it is written after the upload).
         newest = s3api.newest_object(s3, d.bucket_name, base, ".manifest.json")
@@ -299,6 +322,9 @@ def check_dump_fresh(scope: AuditScope) -> Check:
         source, end = newest["Key"], parse_time(newest["LastModified"])
         if end is None:
             return Check(name, UNCHECKED, f"{source} has no readable LastModified")
+    if end - scope.now > FUTURE_TOLERANCE:
+        return Check(name, FAIL, f"{source} says it finished {_age(scope.now, end)} in the future "
+                                 f"({iso_utc(end)}); a clock or a manifest is wrong, so it proves no dump")
     fresh = scope.now - end <= dt.timedelta(hours=scope.max_age_hours)
     return Check(name, OK if fresh else FAIL, f"{source} finished {_age(end, scope.now)} ago"
                  + ("" if fresh else f" (must be younger than {scope.max_age_hours:g} h)"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -68,8 +70,72 @@ def resolve_manifest(s3, bucket: str, latest_key: Optional[str],
     missing = [k for k in ("key", "bytes", "sha256", "compression") if k not in manifest]
     if missing or manifest.get("compression") not in qd.COMPRESSORS:
         raise CommandError(f"s3://{bucket}/{manifest_key} is not a dump manifest (missing {missing or 'compression'})")
+    wrong = manifest_type_error(manifest)
+    if wrong:
+        raise CommandError(f"s3://{bucket}/{manifest_key} is not a usable manifest: {wrong}")
     return manifest_key, manifest
 
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def manifest_type_error(manifest: dict[str, Any]) -> Optional[str]:
+    """What is wrong-typed in a manifest (None: nothing). A manifest is data someone could have
+    edited or truncated; each field the restore reads is checked here, so a bad one is one line
+    naming it, not a traceback half-way through (`"bytes": "lots"`, `"tables": null`)."""
+    if not isinstance(manifest.get("key"), str) or not manifest["key"]:
+        return f"key {_shown(manifest.get('key'))} must be an object key"
+    if not _count(manifest.get("bytes")):
+        return f"bytes {_shown(manifest.get('bytes'))} must be a whole number of bytes"
+    if not isinstance(manifest.get("sha256"), str) or not _is_sha256(manifest["sha256"]):
+        return f"sha256 {_shown(manifest.get('sha256'))} must be 64 hex digits"
+    if "tables" in manifest:
+        tables = manifest["tables"]
+        if not isinstance(tables, dict) or not all(isinstance(k, str) and _count(v) for k, v in tables.items()):
+            return f"tables {_shown(tables)} must map each table name to its row count"
+    if "objects" in manifest:
+        objects = manifest["objects"]
+        if not isinstance(objects, dict) or not all(
+                isinstance(v, list) and all(isinstance(n, str) for n in v) for v in objects.values()):
+            return f"objects {_shown(objects)} must map each kind to a list of names"
+    if "files" in manifest:
+        files = manifest["files"]
+        if not isinstance(files, list):
+            return f"files {_shown(files)} must be a list of files"
+        for f in files:
+            if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("type"), str)):
+                return f"files entry {_shown(f)} must have a path and a type"
+            if f["type"] == "file" and not (_count(f.get("size")) and isinstance(f.get("sha256"), str)):
+                return f"files entry {_shown(f['path'])} must have a size and a sha256"
+    return None
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+
+# A quoted literal in a client's message: a row value (Duplicate entry 'alice@example.com', Incorrect
+# string value: '\xF0...'), so never shown; the error's code, state, line and wording say what broke.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"")
+CHILD_ERROR_MAX = 200
+
+
+def child_error(stderr_text: str) -> str:
+    """One line for a client tool's failure, fit for stderr, --json and the operations log: its last
+    non-empty line (MariaDB prints `ERROR 1062 (23000) at line 41: ...` last), every quoted value
+    replaced by '?', capped at CHILD_ERROR_MAX characters."""
+    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = _QUOTED.sub("'?'", lines[-1])
+    return line if len(line) <= CHILD_ERROR_MAX else line[:CHILD_ERROR_MAX] + "..."
 
 
 class Client:
@@ -85,8 +151,8 @@ class Client:
         out = subprocess.run([*self.argv, "--batch", "--skip-column-names", "--default-character-set=utf8mb4"],
                              input=sql.encode(), capture_output=True, env=qd.child_env(), timeout=3600)
         if out.returncode != 0:
-            lines = out.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise CommandError(f"mariadb: {lines[-1] if lines else f'exit {out.returncode}'}")
+            why = child_error(out.stderr.decode("utf-8", "replace")) or f"exit {out.returncode}"
+            raise CommandError(f"mariadb: {why}")
         return [line.split("\t") for line in out.stdout.decode("utf-8").splitlines()]
 
     def restore(self, progress: Callable[[str], None], dump: Path, compression: str, database: str) -> None:
@@ -122,7 +188,7 @@ class Client:
             raise
         if client.returncode != 0:
             raise CommandError(f"restore into {database} failed: mariadb {qd._exit_description(client)}: "
-                               f"{reaper.message(client)}")
+                               f"{child_error(reaper.message(client))}")
         if unpack.returncode != 0:
             raise CommandError(f"{decompress[0]} {qd._exit_description(unpack)}: {reaper.message(unpack)}")
 
@@ -339,9 +405,25 @@ def _unsafe(name: str) -> bool:
     return name.startswith("/") or ".." in name.split("/")
 
 
+# What the "data" filter drops from a link too: archived owners and modes (a link's mode is moot).
+_NO_OWNER: dict[str, Any] = {"uid": None, "gid": None, "uname": None, "gname": None, "mode": None}
+
+
+def _links_as_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "data" filter, except that a symbolic link comes back as the link it was, wherever
+    it points (Laravel's `storage:link` makes public/storage an absolute one). A link is only ever
+    created, never followed: the filter resolves every member's own path, so a later member whose
+    path runs through a link that leaves the tree is refused, and nothing is written through it."""
+    if member.issym():
+        tarfile.tar_filter(member, dest)   # its own name must stay inside dest
+        return member.replace(**_NO_OWNER, deep=False)
+    return tarfile.data_filter(member, dest)
+
+
 def _extract(session: Session, tar: tarfile.TarFile, member: str, destination: Path, manifest_key: str,
              manifest: dict[str, Any]) -> None:
-    """Extract only `member` (and what is under it) after refusing unsafe members of the archive."""
+    """Extract only `member` (and what is under it) into `destination` after refusing unsafe members
+    of the archive; symlinks come back as symlinks (`_links_as_links`)."""
     members = tar.getmembers()
     bad = [m.name for m in members if _unsafe(m.name) or (m.islnk() and _unsafe(m.linkname))]
     if bad:
@@ -349,23 +431,74 @@ def _extract(session: Session, tar: tarfile.TarFile, member: str, destination: P
         raise CommandError(f"archive {manifest['key']} has an unsafe member {bad[0]!r} (absolute or '..'); "
                            f"refusing to extract anything from it")
     selected = [m for m in members if m.name == member or m.name.startswith(member + "/")]
-    # Run the "data" filter over every member first: one it refuses (e.g. an absolute symlink)
-    # must stop the restore in one line before anything is written, not half-way with a traceback.
+    # Run the filter over every member first: one it refuses (a device file, a hard link leaving
+    # the tree) stops the restore in one line before anything is written.
     for m in selected:
         try:
-            tarfile.data_filter(m, str(destination))
+            _links_as_links(m, str(destination))
         except tarfile.FilterError as e:
             session.log("files-restore-refused", manifest=manifest_key, unsafe_member=m.name)
             target = f" (-> {m.linkname})" if m.issym() or m.islnk() else ""
             raise CommandError(f"archive {manifest['key']}: {e}{target}; refusing to extract "
                                f"anything from it") from None
     destination.mkdir(parents=True, exist_ok=True)
-    # The "data" filter also refuses links pointing outside the destination and device files.
-    tar.extractall(destination, members=selected, filter="data")
+    tar.extractall(destination, members=selected, filter=_links_as_links)
+
+
+def _verify_staged(staging: Path, wanted: list[dict[str, Any]]) -> list[str]:
+    """Each file's SHA-256 and each link's target in the staging tree against the manifest."""
+    problems = []
+    for f in wanted:
+        staged = staging / f["path"].strip("/")
+        if f["type"] == "file":
+            digest = None
+            if staged.is_file() and not staged.is_symlink():
+                h = hashlib.sha256()
+                with open(staged, "rb") as data:
+                    for block in iter(lambda: data.read(qd.MIB), b""):
+                        h.update(block)
+                digest = h.hexdigest()
+            if digest != f["sha256"]:
+                problems.append(f"{f['path']}: sha256 {digest} != manifest {f['sha256']}")
+        elif f["type"] == "symlink" and "target" in f:
+            target = os.readlink(staged) if staged.is_symlink() else None
+            if target != f["target"]:
+                problems.append(f"{f['path']}: link to {target!r} != manifest {f['target']!r}")
+    return problems
+
+
+def _move_into_place(staging: Path, destination: Path) -> None:
+    """Rename the verified tree into `destination` (same filesystem: renames, no copies). A new
+    destination is one rename; into an existing directory, each entry it lacks is renamed in, and
+    should a rename fail, the ones done are moved back, so it is all or nothing."""
+    if not os.path.lexists(destination):
+        os.rename(staging, destination)
+        return
+    done: list[tuple[Path, Path]] = []
+    try:
+        pending = [(staging, destination)]
+        while pending:
+            source_dir, target_dir = pending.pop()
+            for entry in sorted(source_dir.iterdir()):
+                target = target_dir / entry.name
+                if target.is_dir() and not target.is_symlink() and entry.is_dir() and not entry.is_symlink():
+                    pending.append((entry, target))
+                elif os.path.lexists(target):   # checked before the download; appeared since
+                    raise FileExistsError(f"{target} appeared during the restore; restore never overwrites")
+                else:
+                    os.rename(entry, target)
+                    done.append((target, entry))
+    except BaseException:
+        for target, entry in reversed(done):
+            os.rename(target, entry)
+        raise
 
 
 def files_restore(session: Session, request: FilesArchiveRequest) -> dict[str, Any]:
-    """Restore one path from the nightly files archive and check every file against the manifest."""
+    """Restore one path from the nightly files archive: extract it into a hidden staging directory
+    beside --to (same filesystem), verify every file's SHA-256 and every link's target against the
+    manifest, then rename it into place. Any failure (a full disk, a mismatch, Ctrl-C) leaves nothing
+    at --to that was not there before, so the re-run works."""
     r = request
     member, destination = r.path.strip("/"), r.destination
     s3 = session.client("s3")
@@ -373,37 +506,60 @@ def files_restore(session: Session, request: FilesArchiveRequest) -> dict[str, A
     if r.latest:
         latest_key = f"{r.prefix}/{r.host or single_host(s3, r.bucket, r.prefix)}/latest.json"
     manifest_key, manifest = resolve_manifest(s3, r.bucket, latest_key, r.manifest_key)
-    wanted = [f for f in manifest.get("files", [])
+    wanted = [f for f in manifest.get("files") or []
               if f["path"].strip("/") == member or f["path"].strip("/").startswith(member + "/")]
     if not wanted:
         raise CommandError(f"--path {r.path}: not in the archive {manifest['key']}")
     clashes = [f["path"] for f in wanted if os.path.lexists(destination / f["path"].strip("/"))
-               and f.get("type") != "dir"]
+               and not (f.get("type") == "dir" and (destination / f["path"].strip("/")).is_dir())]
     if clashes:
         raise UsageError(f"--to {destination}: {destination / clashes[0].strip('/')} exists; restore never "
                          f"overwrites, choose an empty directory")
     session.log("files-restore-started", manifest=manifest_key, path=r.path, to=str(destination))
-    with qd.terminate_on_signals(), tempfile.TemporaryDirectory(prefix="quickport-files-") as tmp:
-        archive = Path(tmp) / "archive"
-        sha = download_verified(session, s3, manifest, r.bucket, archive)
-        tar_path = Path(tmp) / "archive.tar"
-        _, decompress, _ = qd.COMPRESSORS[manifest["compression"]]
-        with open(archive, "rb") as src, open(tar_path, "wb") as out:
-            unpack = subprocess.run(decompress, stdin=src, stdout=out, stderr=subprocess.PIPE, env=qd.child_env())
-        if unpack.returncode != 0:
-            raise CommandError(f"{decompress[0]} failed: {unpack.stderr.decode(errors='replace').strip()}")
-        with tarfile.open(tar_path, "r:") as tar:
-            _extract(session, tar, member, destination, manifest_key, manifest)
-    problems = []
-    for f in wanted:
-        if f.get("type") != "file":
-            continue
-        restored = destination / f["path"].strip("/")
-        digest = hashlib.sha256(restored.read_bytes()).hexdigest() if restored.is_file() else None
-        if digest != f["sha256"]:
-            problems.append(f"{restored}: sha256 {digest} != manifest {f['sha256']}")
+    created = [p for p in (destination.parent, *destination.parent.parents) if not os.path.lexists(p)]
+    staging: Optional[Path] = None
+    try:
+        with qd.terminate_on_signals(), tempfile.TemporaryDirectory(prefix="quickport-files-") as tmp:
+            archive = Path(tmp) / "archive"
+            sha = download_verified(session, s3, manifest, r.bucket, archive)
+            tar_path = Path(tmp) / "archive.tar"
+            _, decompress, _ = qd.COMPRESSORS[manifest["compression"]]
+            with open(archive, "rb") as src, open(tar_path, "wb") as out:
+                unpack = subprocess.run(decompress, stdin=src, stdout=out, stderr=subprocess.PIPE,
+                                        env=qd.child_env())
+            if unpack.returncode != 0:
+                raise CommandError(f"{decompress[0]} failed: {unpack.stderr.decode(errors='replace').strip()}")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.restoring-", dir=destination.parent))
+            session.progress(f"extracting into {staging} (beside {destination}), then verifying")
+            with tarfile.open(tar_path, "r:") as tar:
+                _extract(session, tar, member, staging, manifest_key, manifest)
+            problems = _verify_staged(staging, wanted)
+            if problems:
+                raise CommandError(f"{len(problems)} restored file(s) differ from the manifest, nothing was put "
+                                   f"at {destination}: {problems[0]}")
+            _move_into_place(staging, destination)
+    except BaseException as e:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:   # innermost first: only the empty ones this run made
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        interrupted = isinstance(e, (KeyboardInterrupt, qd.Terminated))
+        session.log("files-restore-interrupted" if interrupted else "files-restore-failed", manifest=manifest_key,
+                    path=r.path, to=str(destination), error=str(e) or type(e).__name__)
+        if isinstance(e, tarfile.TarError):   # e.g. a member that would be written through a link
+            raise CommandError(f"archive {manifest['key']}: {e}; refusing it, nothing was put at "
+                               f"{destination}") from None
+        if isinstance(e, OSError):   # e.g. a full disk: one line naming what failed
+            raise CommandError(f"restoring {r.path} into {destination}: {e.strerror or e}; nothing was put "
+                               f"there (staging removed), fix it and re-run") from None
+        raise
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     files = sum(f.get("type") == "file" for f in wanted)
     session.log("files-restore-finished", manifest=manifest_key, path=r.path, to=str(destination),
-                files=files, ok=not problems)
+                files=files, ok=True)
     return {"bucket": r.bucket, "manifest": manifest_key, "key": manifest["key"], "archive_sha256": sha,
-            "path": r.path, "to": str(destination), "files": files, "ok": not problems, "problems": problems}
+            "path": r.path, "to": str(destination), "files": files, "ok": True, "problems": []}
