@@ -15,6 +15,7 @@ from components.errors import ConfigError
 from components.naming import parse_snapshot_name, validate_action
 from scripts.commands.base import Context, add_common_options, number_in_range
 from scripts.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, UsageError
+from scripts.oplog import mask_argv, operation
 from scripts.workflows import snapshots as flow
 from scripts.workflows.checklist import Checklist
 from scripts.workflows.guard import run_command
@@ -255,23 +256,27 @@ def run_guard(ctx: Context) -> int:
     try:
         result = _take(ctx)
     except CommandError as e:
-        raise CommandError(f"{e}; COMMAND NOT RUN: {_quote(argv)}") from None
+        raise CommandError(f"{e}; COMMAND NOT RUN: {_quote(mask_argv(argv))}") from None
     doc = result.to_json()
     if not result.ok:
-        doc["command"] = {"argv": argv, "run": False}
-        ctx.log("guard-refused", argv=argv, snapshot_id=result.snapshot_id)
-        ctx.emit(doc, render_take(result) + f"\nCOMMAND NOT RUN: {_quote(argv)}")
+        doc["command"] = {"argv": mask_argv(argv), "run": False}
+        ctx.log("guard-refused", argv=mask_argv(argv), snapshot_id=result.snapshot_id)
+        ctx.emit(doc, render_take(result) + f"\nCOMMAND NOT RUN: {_quote(mask_argv(argv))}")
         return EXIT_FAILED
     if not ctx.json:
         print(render_take(result), flush=True)
-    ctx.progress(f"running: {_quote(argv)}")
-    ctx.log("guard-command-started", argv=argv, snapshot_id=result.snapshot_id)
-    outcome = run_command(argv, stdout_to_stderr=ctx.json)
-    if outcome.problem:
-        print(f"backupctl guard: {outcome.problem}", file=sys.stderr)
-    code = outcome.exit_code
-    ctx.log("guard-command-finished", argv=argv, exit_code=code, snapshot_id=result.snapshot_id)
-    doc["command"] = {"argv": argv, "run": True, "exitCode": code}
+    shown = mask_argv(argv)
+    ctx.progress(f"running: {_quote(shown)}")
+    with operation(ctx.log, "guard-command", argv=shown, snapshot_id=result.snapshot_id) as op:
+        outcome = run_command(argv, stdout_to_stderr=ctx.json, say=ctx.progress)
+        if outcome.problem:
+            print(f"backupctl guard: {outcome.problem}", file=sys.stderr)
+        code = outcome.exit_code
+        op.end("interrupted" if outcome.signals else "finished", exit_code=code,
+               signals=outcome.signals, sent=outcome.sent)
+    doc["command"] = {"argv": shown, "run": True, "exitCode": code}
+    if outcome.signals:
+        doc["command"]["signals"] = outcome.signals
     if ctx.json:
         ctx.emit(doc, "")
     else:
