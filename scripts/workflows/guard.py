@@ -70,7 +70,7 @@ def run_command(argv: list[str], *, stdout_to_stderr: bool,
     sys.stdout.flush()
     sys.stderr.flush()
     outcome = CommandOutcome(exit_code=0)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         # The handlers go in before the child exists, so no signal finds guard unprepared; the
         # child still starts with the default dispositions (exec resets caught signals).
@@ -95,7 +95,7 @@ def run_command(argv: list[str], *, stdout_to_stderr: bool,
             relay._send(signal.SIGTERM)
         code = proc.wait()   # retried by Python when a handler runs (PEP 475)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
     outcome.exit_code = code if code >= 0 else 128 - code
     return outcome
