@@ -87,13 +87,16 @@ def test_same_day_rerun_reuses_the_ami(prod_instance, backupctl):
 def test_same_day_rerun_does_not_retag_the_amis_snapshots(prod_instance, backupctl):
     backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
     ec2 = prod_instance.client("ec2")
-    # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: nothing is
-    # queued, so a CreateTags call would fail the command before it prints its JSON.
-    with PartialStubber(ec2, {"CreateTags"}):
-        second = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
-                           clients={"ec2": ec2})
+    # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: a re-run must
+    # tag no snapshot (the instance's snapshot claim is the only CreateTags it may send).
+    tagged: list[str] = []
+    ec2.meta.events.register("provide-client-params.ec2.CreateTags",
+                             lambda params, **_: tagged.extend(params["Resources"]))
+    second = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
+                       clients={"ec2": ec2})
 
     assert second.json()["reused"] is True
+    assert tagged == [prod_instance.instance_id]
 
 
 def _create_image_only(inst, no_reboot: bool):

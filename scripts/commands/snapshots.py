@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT_MINUTES = 60.0
 MAX_TIMEOUT_MINUTES = 24 * 60
 LOCK_DAYS_RANGE = (1, 36500)        # LockSnapshot LockDuration (RetentionPeriodRequestDays)
 COOL_OFF_HOURS_RANGE = (1, 72)      # LockSnapshot CoolOffPeriod (CoolOffPeriodRequestHours)
+RETAIN_DAYS_RANGE = (1, 36500)
 
 SNAPSHOT_ID_RE = re.compile(r"^snap-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 IMAGE_ID_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -93,6 +94,14 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
                    help="AMI only: let EC2 reboot the instance for a file-system-consistent image")
     p.add_argument("--timeout", type=_minutes(), default=DEFAULT_TIMEOUT_MINUTES,
                    help=f"minutes to wait for completion (default {DEFAULT_TIMEOUT_MINUTES:g})")
+    p.add_argument("--reuse-within", type=number_in_range("--reuse-within", 0, MAX_TIMEOUT_MINUTES, "minutes"),
+                   default=flow.DEFAULT_REUSE_WITHIN_MINUTES, metavar="MIN",
+                   help="reuse today's snapshot of this action only when it is younger than this "
+                        f"(default {flow.DEFAULT_REUSE_WITHIN_MINUTES:g}; 0 never reuses); otherwise a new "
+                        "one is named ...-before-<action>-2, -3, ...")
+    p.add_argument("--retain-days", type=_int_range("--retain-days", *RETAIN_DAYS_RANGE, "days"), default=None,
+                   metavar="DAYS", help="tag RetainUntil = now + DAYS; `backupctl prune` may delete it after "
+                   f"that (default: the stack's snapshots.retainDays, else {flow.DEFAULT_RETAIN_DAYS})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -165,22 +174,31 @@ def _check_lock_options(mode: Optional[str], days: Optional[int], cool_off: Opti
                          "no deletion until it expires); add --yes to confirm")
 
 
-def _resolve_kind(args) -> str:
-    implied = "ami" if flow.needs_ami(args.action) else "snapshot"
-    if args.kind is None or args.kind == implied:
-        kind = implied
+def _resolve_kind(args) -> flow.KindChoice:
+    implied = flow.classify_action(args.action)
+    if args.kind is None or args.kind == implied.kind:
+        choice = implied
     elif not args.force:
         if args.kind == "ami":
-            raise UsageError(f"--kind ami: action {args.action!r} does not change the OS, kernel or "
-                             f"architecture, so the strategy takes a snapshot; AMIs are never made "
-                             f"casually: add --force if you really want one")
-        raise UsageError(f"--kind snapshot: action {args.action!r} changes the OS, kernel or architecture, "
-                         f"so seed section 5 requires an AMI; add --force to take only a snapshot")
+            raise UsageError(f"--kind ami: action {args.action!r} takes a snapshot ({implied.reason}); AMIs "
+                             f"are never made casually: add --force if you really want one")
+        raise UsageError(f"--kind snapshot: action {args.action!r} changes what boots ({implied.reason}), so "
+                         f"seed section 5 requires an AMI; add --force to take only a snapshot")
     else:
-        kind = args.kind
-    if args.reboot and kind != "ami":
+        choice = flow.KindChoice(args.kind, f"--kind {args.kind} --force overrides the vocabulary, which says "
+                                            f"{implied.kind}: {implied.reason}")
+    if args.reboot and choice.kind != "ami":
         raise UsageError("--reboot: only applies to an AMI (--kind ami)")
-    return kind
+    return choice
+
+
+def _retain_days(ctx: Context) -> int:
+    if ctx.args.retain_days is not None:
+        return int(ctx.args.retain_days)
+    try:
+        return ctx.config.snapshot_retain_days
+    except UsageError:   # no stack file (every value given on the command line): the default
+        return flow.DEFAULT_RETAIN_DAYS
 
 
 def _check_snapshot_ref(ref: str, *, allow_image: bool = False) -> None:
@@ -209,7 +227,11 @@ def render_take(result: flow.TakeResult) -> str:
     head = (f"AMI {result.image['ImageId']} ({result.name}), root snapshot {snap['SnapshotId']}"
             if result.image is not None else f"Snapshot {snap['SnapshotId']} ({result.name})")
     lines = [f"{head}{' [reused]' if result.reused else ''}",
-             f"  instance {result.instance_id}, root volume {result.root_volume_id}, started {snap['StartTime']}"]
+             f"  instance {result.instance_id}, root volume {result.root_volume_id}, started {snap['StartTime']}",
+             f"  kind {result.kind}: {result.kind_reason}"]
+    if result.reuse_note:
+        lines.append(f"  {result.reuse_note}")
+    lines.append(f"  kept until {result.retain_until or 'unknown (no RetainUntil tag)'}")
     for lock in result.locks:
         lines.append(f"  locked {lock.get('SnapshotId')}: {lock.get('LockState')} until {lock.get('LockExpiresOn')}")
     lines.append(render_checklist(result.checklist))
@@ -227,10 +249,13 @@ def _take(ctx: Context) -> flow.TakeResult:
     args = ctx.args
     action = _check_action(args.action)
     _check_lock_options(args.lock, args.lock_days, args.cool_off_hours, args.yes, "--lock-days")
-    kind = _resolve_kind(args)
+    choice = _resolve_kind(args)
     lock = flow.LockRequest(args.lock, args.lock_days, args.cool_off_hours) if args.lock else None
-    return flow.take(ctx, flow.TakeRequest(action=action, kind=kind, instance_id=ctx.instance_id,
-                                           timeout_seconds=args.timeout * 60, lock=lock, reboot=args.reboot))
+    request = flow.TakeRequest(action=action, kind=choice.kind, kind_reason=choice.reason, instance_id=ctx.instance_id,
+                               timeout_seconds=args.timeout * 60, lock=lock, reboot=args.reboot,
+                               reuse_within_minutes=args.reuse_within, retain_days=_retain_days(ctx))
+    ctx.progress(f"kind: {choice.kind} ({choice.reason})")
+    return flow.take(ctx, request)
 
 
 def run_snapshot(ctx: Context) -> int:
