@@ -119,11 +119,12 @@ class Operation:
 
 
 @contextmanager
-def operation(log: Callable[..., bool], name: str, /, **details: Any) -> Iterator[Operation]:
+def operation(log: Callable[..., bool], name: str, /, *, start: Optional[dict[str, Any]] = None,
+              **details: Any) -> Iterator[Operation]:
     """Log `<name>-started`, run the block, then exactly one end line: what the block chose with
     `op.end(...)`, else `-interrupted` (Ctrl-C), `-failed` (any exception, with its summary) or
-    `-finished`. `details` go on every line of the operation."""
-    log(f"{name}-started", **details)
+    `-finished`. `details` go on every line of the operation, `start` on the started line only."""
+    log(f"{name}-started", **details, **(start or {}))
     op = Operation(log, name, details)
     try:
         yield op
