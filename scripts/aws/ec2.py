@@ -234,6 +234,17 @@ def unlock_snapshot(ec2, snapshot_id: str) -> None:
     ec2.unlock_snapshot(SnapshotId=snapshot_id)
 
 
+def delete_snapshot(ec2, snapshot_id: str) -> None:
+    """DeleteSnapshot: with a Region-level Recycle Bin rule the snapshot goes to the Recycle Bin."""
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+
+def snapshots_behind_images(ec2) -> dict[str, str]:
+    """snapshot id -> id of our AMI that uses it (such a snapshot cannot be deleted before the AMI)."""
+    images = ec2.describe_images(Owners=["self"])["Images"]
+    return {sid: image["ImageId"] for image in images for sid in image_snapshot_ids(image)}
+
+
 # --- AMIs (section 5: OS, kernel or architecture changes) ----------------------------------------------
 
 def find_image(ec2, name: str) -> Optional[dict[str, Any]]:
