@@ -35,12 +35,18 @@ IMAGE_ID_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 SNAPSHOT_HELP = """\
 Seed 3.1 + 8: snapshot the production instance's CURRENT root volume before maintenance, named
 prod-root-<UTC date>-before-<ACTION>, tagged (Name, Reason, Instance, Volume, CreatedBy, ElasticIp,
-Strategy=quickport-backup), wait until completed (progress lines), optionally lock it, then run the
-section 8 checklist. Re-running the same action on the same day reuses that day's snapshot.
+RetainUntil, Strategy=quickport-backup), wait until completed (progress lines), optionally lock it,
+then run the section 8 checklist. A same-day re-run reuses today's snapshot of this action only if it
+is younger than --reuse-within (default 30 minutes); otherwise it takes a new one named
+...-before-<ACTION>-2 (-3, ...). Two runs at once converge on one snapshot (a claim on the instance).
+RetainUntil (now + --retain-days, default 30) is when `backupctl prune` may delete it.
 
-Seed 5: actions whose words include os, kernel, distro, architecture/arch (or release-upgrade) make an
-AMI of the whole instance instead. The AMI is made WITHOUT a reboot unless you pass --reboot (crash-
-consistent, like the snapshot; --reboot gives a file-system-consistent image but restarts production).
+Seed 5: actions naming the OS, a distribution or its version, a release/dist/system upgrade, the
+kernel, grub, glibc or a CPU architecture (the vocabulary in docs/cli-snapshots.md, e.g.
+ubuntu-22-to-24, arm64-migration, dnf-system-upgrade, kernel-upgrade) make an AMI of the whole
+instance instead; the output says which kind and why, and --kind (with --force) overrides it. The
+AMI is made WITHOUT a reboot unless you pass --reboot (crash-consistent, like the snapshot; --reboot
+gives a file-system-consistent image but restarts production).
 
 Exit: 0 snapshot completed and checklist passed; 1 snapshot failed, timed out or a checklist item
 failed; 2 bad input (nothing was created)."""
@@ -53,7 +59,11 @@ Exit: 0 all items passed; 1 an item failed or the snapshot does not exist; 2 mal
 GUARD_HELP = """\
 Take and verify the pre-maintenance snapshot, then run COMMAND (the argv after --, run as given,
 no shell) and return its exit code. COMMAND never runs if the snapshot or the checklist fails
-(exit 1). Example: backupctl guard --action php-upgrade -- sudo apt-get install -y php8.3"""
+(exit 1). Ctrl-C while COMMAND runs goes to COMMAND itself (it is in the foreground), and guard waits
+for it to finish its clean-up however long that takes; a SIGTERM to guard is passed on to COMMAND.
+Press Ctrl-C again within 3 s to send COMMAND SIGTERM, a third time for SIGKILL. Secret-looking
+arguments (--password=..., -pX, *PASSWORD*=..., *SECRET*=..., *TOKEN*=...) are masked in the log.
+Example: backupctl guard --action php-upgrade -- sudo apt-get install -y php8.3"""
 
 LOCK_HELP = """\
 Lock a snapshot (EBS snapshot lock) for --days days. governance: privileged IAM users can unlock or
