@@ -8,7 +8,7 @@ import json
 
 from components import tags as restoreops
 from tests.fixtures.aws_account import AZ, client
-from tests.test_cli_restore_instance import FAST, no_replace_root_tasks
+from tests.test_cli_restore_instance import FAST, interrupted_detach_restore, no_replace_root_tasks
 from tests.test_cli_restore_support import account_state
 
 OTHER_INSTANCE = "i-0fedcba9876543210"
@@ -125,15 +125,7 @@ def test_a_failed_rollback_names_the_unused_new_volume(prod, backupctl):
 
 
 def test_ctrl_c_during_a_restore_logs_restore_instance_interrupted(prod, backupctl):
-    ec2 = client("ec2")
-    no_replace_root_tasks(ec2)
+    (code, _, _), _ = interrupted_detach_restore(backupctl, prod)
 
-    def operator_presses_ctrl_c(**_):
-        raise KeyboardInterrupt
-
-    ec2.meta.events.register("before-call.ec2.CreateVolume", operator_presses_ctrl_c)
-    result = backupctl("restore-instance", "--snapshot", prod.snapshot_id, "--method", "detach", "--yes", *FAST,
-                       *prod.common_args(), clients={"ec2": ec2})
-
-    assert result.code == 130
+    assert code == 130
     assert [e["event"] for e in _restore_events(prod)] == ["restore-instance-started", "restore-instance-interrupted"]
