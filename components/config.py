@@ -232,11 +232,12 @@ class StackConfig:
     ebs_encryption: EbsEncryptionConfig = field(default_factory=EbsEncryptionConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     binlog: BinlogConfig = field(default_factory=BinlogConfig)
+    snapshot_retain_days: int = 30      # snapshots.retainDays: the CLI's RetainUntil tag, `prune` after it
 
 
 TOP_LEVEL_KEYS = ("instanceId", "rootVolumeId", "elasticIpAllocationId", "instanceRoleName",
                   "backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption",
-                  "monitoring", "binlog")
+                  "monitoring", "binlog", "snapshots")
 DEFAULT_FILES = ("/var/www/quickport/.env", "/opt/gt06-server")
 
 
@@ -308,6 +309,10 @@ def _parse_recycle_bin(raw: Any) -> RecycleBinConfig:
         lock=_bool("recycleBin.lock", r.get("lock", True)),
         unlock_delay_days=_int("recycleBin.unlockDelayDays", r.get("unlockDelayDays", 7), 7, 30),
     )
+
+
+def _parse_snapshot_retain_days(raw: Any) -> int:
+    return _int("snapshots.retainDays", _mapping("snapshots", raw, ("retainDays",)).get("retainDays", 30), 1, 36500)
 
 
 def _parse_snapshot_lock(key: str, raw: Any) -> SnapshotLock:
@@ -521,6 +526,7 @@ def parse_config(raw: Mapping[str, Any], region: Optional[str] = None, stack: st
         ebs_encryption=ebs_encryption,
         monitoring=_parse_monitoring(raw.get("monitoring"), dumps),
         binlog=_parse_binlog(raw.get("binlog"), dumps),
+        snapshot_retain_days=_parse_snapshot_retain_days(raw.get("snapshots")),
     )
 
 

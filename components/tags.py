@@ -16,3 +16,6 @@ RESTORE_MARKER_TAG = "quickport:restore-in-progress"     # on the instance while
 REPLACED_TAG = "quickport:replaced-by-restore"           # on a root volume a restore took out of service
 RESTORED_FROM_TAG = "quickport:restored-from"            # on a volume created from a snapshot
 RESTORE_RUN_TAG = "quickport:restore-run"                # on everything a run created (cleanup key)
+SNAPSHOT_CLAIM_TAG = "quickport:snapshot-claim"          # on the instance while a run creates a snapshot
+# On every CLI snapshot: until when it is kept (ISO 8601 UTC); `backupctl prune` deletes it after that.
+RETAIN_UNTIL_TAG = "RetainUntil"

@@ -62,7 +62,7 @@ def test_guard_does_not_run_the_command_when_the_snapshot_fails(prod_instance, b
     stubber = PartialStubber(ec2, {"DescribeSnapshots"})
     name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
     stubber.add_response("describe_snapshots", {"Snapshots": []},
-                         {"OwnerIds": ["self"], "Filters": [{"Name": "tag:Name", "Values": [name]}]})
+                         {"OwnerIds": ["self"], "Filters": [{"Name": "tag:Name", "Values": [name, f"{name}-*"]}]})
     stubber.add_response("describe_snapshots", {"Snapshots": [{
         "SnapshotId": "snap-0123456789abcdef0", "VolumeId": prod_instance.root_volume_id, "State": "error",
         "StateMessage": "internal error"}]}, {"SnapshotIds": ANY})

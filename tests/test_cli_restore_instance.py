@@ -353,7 +353,8 @@ def test_backupctl_launcher_prints_the_plan_through_aws_endpoint_url(prod, backu
     assert f"detach the root {prod.root_volume_id} from {prod.root_device}" in proc.out
 
 
-def test_interrupted_detach_restore_prints_the_way_back_and_removes_the_marker(prod, backupctl):
+def interrupted_detach_restore(backupctl, prod):
+    """A detach restore the operator stops with Ctrl-C while the new volume is being created."""
     ec2 = client("ec2")
     no_replace_root_tasks(ec2)
 
@@ -361,7 +362,11 @@ def test_interrupted_detach_restore_prints_the_way_back_and_removes_the_marker(p
         raise KeyboardInterrupt
 
     ec2.meta.events.register("before-call.ec2.CreateVolume", operator_presses_ctrl_c)
-    code, _, err = run(backupctl, prod, "--method", "detach", "--yes", *FAST, ec2=ec2)
+    return run(backupctl, prod, "--method", "detach", "--yes", *FAST, ec2=ec2), ec2
+
+
+def test_interrupted_detach_restore_prints_the_way_back_and_removes_the_marker(prod, backupctl):
+    (code, _, err), ec2 = interrupted_detach_restore(backupctl, prod)
     tags = {t["Key"] for t in describe_instance(ec2, prod.instance_id).get("Tags", [])}
     assert code == 130
     assert (f"aws ec2 attach-volume --volume-id {prod.root_volume_id} --instance-id {prod.instance_id} "

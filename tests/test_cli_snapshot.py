@@ -140,7 +140,7 @@ def test_unknown_instance_exits_1_and_creates_nothing(prod_instance, backupctl):
 def _stub_fresh_snapshot_then(stubber, name, *states):
     """The same-day lookup finds nothing; then each poll of the new snapshot returns `states`."""
     stubber.add_response("describe_snapshots", {"Snapshots": []},
-                         {"OwnerIds": ["self"], "Filters": [{"Name": "tag:Name", "Values": [name]}]})
+                         {"OwnerIds": ["self"], "Filters": [{"Name": "tag:Name", "Values": [name, f"{name}-*"]}]})
     for state in states:
         stubber.add_response("describe_snapshots", {"Snapshots": [state]}, {"SnapshotIds": ANY})
 

@@ -13,7 +13,7 @@ import pytest
 from botocore.stub import ANY
 
 from scripts.offline.stubs import PartialStubber
-from scripts.workflows.snapshots import needs_ami
+from scripts.workflows.snapshots import classify_action
 from tests.fixtures.aws_account import strategy_snapshots
 
 TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -27,17 +27,61 @@ def _tags(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
 
 
-@pytest.mark.parametrize("action", ["os-upgrade", "kernel-change", "kernel-upgrade", "architecture-change",
-                                    "distro-upgrade", "ubuntu-release-upgrade", "os-upgrade-22-04-to-24-04",
-                                    "arch-change-to-arm64"])
-def test_os_kernel_and_architecture_actions_need_an_ami(action):
-    assert needs_ami(action)
+# The section 5 vocabulary (docs/cli-snapshots.md): action -> kind, and the word that decides.
+VOCABULARY_TABLE = [
+    ("os-upgrade", "ami", "os"), ("kernel-change", "ami", "kernel"), ("kernel-upgrade", "ami", "kernel"),
+    ("architecture-change", "ami", "architecture"), ("distro-upgrade", "ami", "distro"),
+    ("ubuntu-release-upgrade", "ami", "ubuntu"), ("os-upgrade-22-04-to-24-04", "ami", "os"),
+    ("arch-change-to-arm64", "ami", "arch"),
+    # what the trial found only a snapshot for
+    ("ubuntu-22-to-24", "ami", "ubuntu"), ("arm64-migration", "ami", "arm64"),
+    ("dnf-system-upgrade", "ami", "system-upgrade"),
+    # distribution names and versions
+    ("debian-12-to-13", "ami", "debian"), ("al2-to-al2023", "ami", "al2"), ("amazon-linux-2023", "ami", "amazon-linux"),
+    ("centos7-to-rocky9", "ami", "centos7"), ("rhel9-minor-update", "ami", "rhel9"), ("move-to-almalinux", "ami",
+                                                                                       "almalinux"),
+    ("bookworm-upgrade", "ami", "bookworm"), ("fedora-41", "ami", "fedora"),
+    # release, dist and system upgrades
+    ("apt-dist-upgrade", "ami", "dist-upgrade"), ("do-release-upgrade", "ami", "release-upgrade"),
+    ("apt-full-upgrade", "ami", "full-upgrade"), ("leapp-upgrade", "ami", "leapp"),
+    # architectures
+    ("graviton-move", "ami", "graviton"), ("x86-64-to-aarch64", "ami", "x86"), ("move-to-amd64", "ami", "amd64"),
+    # kernel, boot loader, C library
+    ("grub-config", "ami", "grub"), ("grub2-install", "ami", "grub2"), ("glibc-update", "ami", "glibc"),
+    ("initramfs-rebuild", "ami", "initramfs"), ("livepatch-enable", "ami", "livepatch"),
+    # ordinary maintenance: a snapshot
+    ("php-upgrade", "snapshot", None), ("nginx-config", "snapshot", None), ("composer-update", "snapshot", None),
+    ("mariadb-tuning", "snapshot", None), ("cost-review", "snapshot", None), ("kernelspace-docs", "snapshot", None),
+    ("archive-cleanup", "snapshot", None), ("laravel-migrate", "snapshot", None), ("gt06-server-deploy", "snapshot",
+                                                                                    None),
+    ("security-patches", "snapshot", None), ("osm-tiles", "snapshot", None), ("php-8-3", "snapshot", None),
+]
 
 
-@pytest.mark.parametrize("action", ["php-upgrade", "nginx-config", "composer-update", "mariadb-tuning",
-                                    "cost-review", "kernelspace-docs"])
-def test_ordinary_actions_take_a_snapshot(action):
-    assert not needs_ami(action)
+def test_the_vocabulary_table_has_at_least_30_actions():
+    assert len(VOCABULARY_TABLE) >= 30
+
+
+@pytest.mark.parametrize("action, kind, word", VOCABULARY_TABLE)
+def test_the_section_5_vocabulary_chooses_the_kind_and_names_the_deciding_word(action, kind, word):
+    choice = classify_action(action)
+
+    assert choice.kind == kind
+    if word:
+        assert f"{word!r} names" in choice.reason
+
+
+def test_snapshot_says_which_kind_it_chose_and_why(prod_instance, backupctl):
+    result = backupctl("snapshot", "--action", "php-upgrade", *prod_instance.common_args())
+
+    assert "kind snapshot: no word of the action names the OS" in result.out
+
+
+def test_forced_kind_says_it_overrode_the_vocabulary(prod_instance, backupctl):
+    result = backupctl("snapshot", "--action", "php-upgrade", "--kind", "ami", "--force", "--json",
+                       *prod_instance.common_args(), "--timeout", "0.05")
+
+    assert "kind: ami (--kind ami --force overrides the vocabulary, which says snapshot" in result.err
 
 
 def _stub_root_snapshot(inst):
@@ -87,13 +131,16 @@ def test_same_day_rerun_reuses_the_ami(prod_instance, backupctl):
 def test_same_day_rerun_does_not_retag_the_amis_snapshots(prod_instance, backupctl):
     backupctl("snapshot", "--action", "os-upgrade", *prod_instance.common_args())
     ec2 = prod_instance.client("ec2")
-    # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: nothing is
-    # queued, so a CreateTags call would fail the command before it prints its JSON.
-    with PartialStubber(ec2, {"CreateTags"}):
-        second = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
-                           clients={"ec2": ec2})
+    # The guard rails deny CreateTags that touch the Strategy tag of a tagged snapshot: a re-run must
+    # tag no snapshot (the instance's snapshot claim is the only CreateTags it may send).
+    tagged: list[str] = []
+    ec2.meta.events.register("provide-client-params.ec2.CreateTags",
+                             lambda params, **_: tagged.extend(params["Resources"]))
+    second = backupctl("snapshot", "--action", "os-upgrade", "--json", *prod_instance.common_args(),
+                       clients={"ec2": ec2})
 
     assert second.json()["reused"] is True
+    assert tagged == [prod_instance.instance_id]
 
 
 def _create_image_only(inst, no_reboot: bool):

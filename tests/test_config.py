@@ -15,6 +15,7 @@ from components.config import (
     split_namespaces,
     stack_file,
 )
+from components.naming import snapshot_name
 from tests.fixtures.cli import launch
 
 
@@ -105,6 +106,22 @@ def test_compliance_mode_defaults_changeable_days_and_governance_rejects_it():
 def test_snapshot_name_round_trip():
     date, action = parse_snapshot_name("prod-root-2024-02-29-before-kernel-change")
     assert (date.isoformat(), action) == ("2024-02-29", "kernel-change")
+
+
+def test_a_numbered_same_day_name_follows_the_rule_even_after_a_48_character_action():
+    action = "a" * 48
+    date, parsed = parse_snapshot_name(f"prod-root-2026-12-02-before-{action}-2")
+    assert (date.isoformat(), parsed) == ("2026-12-02", f"{action}-2")
+    assert snapshot_name(date, action, 2) == f"prod-root-2026-12-02-before-{action}-2"
+
+
+def test_snapshots_retain_days_is_parsed_and_checked():
+    raw, region = _prod_raw()
+    raw["snapshots"] = {"retainDays": 45}
+    assert parse_config(raw, region=region).snapshot_retain_days == 45
+    raw["snapshots"] = {"retainDays": 0}
+    with pytest.raises(ConfigError, match="snapshots.retainDays = 0: must be a whole number from 1 to 36500"):
+        parse_config(raw, region=region)
 
 
 def test_preview_exits_2_with_one_line_and_declares_nothing_on_bad_config(tmp_path):

@@ -80,6 +80,10 @@ def test_baseline_name_with_overlong_action_is_rejected():
     assert "49 characters, at most 48" in problem
 
 
+def test_baseline_name_numbered_for_a_same_day_rerun_is_valid():
+    assert shapes.baseline_name_problem("prod-root-2026-11-20-before-" + "a" * 48 + "-2", "prod-root", 48) is None
+
+
 def test_deny_with_not_action_covers_nothing():
     statement = {"Effect": "Deny", "Principal": "*", "NotAction": "backup:List*"}
     assert shapes.denied_actions(statement, ["backup:DeleteRecoveryPoint"]) == set()

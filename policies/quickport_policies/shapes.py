@@ -276,7 +276,8 @@ def runs_at_least_daily(expression: Any) -> bool:
 # --- baseline snapshot names -----------------------------------------------------------------------
 
 def baseline_name_problem(name: Any, prefix: str, action_max_length: int) -> Optional[str]:
-    """None when `name` is `<prefix>-YYYY-MM-DD-before-<action>` with a real date; else what is wrong."""
+    """None when `name` is `<prefix>-YYYY-MM-DD-before-<action>[-<n>]` with a real date; else what is
+    wrong. The CLI numbers a same-day re-run's snapshot -2, -3...: the number is not in the limit."""
     if not isinstance(name, str) or not name:
         return "has no Name tag"
     match = re.fullmatch(re.escape(prefix) + r"-(\d{4})-(\d{2})-(\d{2})-before-(.+)", name)
@@ -287,6 +288,9 @@ def baseline_name_problem(name: Any, prefix: str, action_max_length: int) -> Opt
         return f"is named {name!r}; {match.group(1)}-{match.group(2)}-{match.group(3)} is not a calendar date"
     if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", action):
         return f"is named {name!r}; the action {action!r} must be lowercase words joined by '-'"
+    numbered = re.fullmatch(r"(.+)-([2-9]|[1-9][0-9]+)", action)
+    if numbered and len(action) > action_max_length:   # <action>-<n>: a same-day re-run's number
+        action = numbered.group(1)
     if len(action) > action_max_length:
         return (f"is named {name!r}; the action is {len(action)} characters, "
                 f"at most {action_max_length} allowed")

@@ -3,6 +3,7 @@ replace-root-volume tasks. Each function takes a boto3 EC2 client first and retu
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from typing import Any, Callable, Iterable, Optional
 
@@ -114,6 +115,27 @@ def snapshots_named(ec2, name: str) -> list[dict[str, Any]]:
     return snapshots_by_name(ec2, [name])[name]
 
 
+def snapshots_in_family(ec2, base_name: str) -> list[dict[str, Any]]:
+    """Our snapshots named `base_name` or `base_name-<n>` (a same-day re-run's name), newest first."""
+    pattern = re.compile(rf"^{re.escape(base_name)}(?:-[0-9]+)?$")
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=[{"Name": "tag:Name", "Values": [base_name, f"{base_name}-*"]}])
+    return _newest_first(s for page in pages for s in page.get("Snapshots", [])
+                         if pattern.match(tags_of(s).get("Name", "")))
+
+
+def snapshots_of_instance(ec2, instance_id: str) -> list[dict[str, Any]]:
+    """Our snapshots tagged Instance=instance_id (the CLI's, the baselines', the safety snapshots)."""
+    pages = ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], Filters=[{"Name": "tag:Instance", "Values": [instance_id]}])
+    return _newest_first(s for page in pages for s in page.get("Snapshots", []))
+
+
+def volumes_tagged(ec2, key: str, value: str) -> list[dict[str, Any]]:
+    pages = ec2.get_paginator("describe_volumes").paginate(Filters=[{"Name": f"tag:{key}", "Values": [value]}])
+    return [v for page in pages for v in page.get("Volumes", [])]
+
+
 def find_snapshot(ec2, id_or_name: str) -> Optional[dict[str, Any]]:
     """A snapshot by id (snap-...) or by its Name tag. Among several with that name, the newest one
     that is not in state error. None when nothing matches."""
@@ -212,6 +234,17 @@ def unlock_snapshot(ec2, snapshot_id: str) -> None:
     ec2.unlock_snapshot(SnapshotId=snapshot_id)
 
 
+def delete_snapshot(ec2, snapshot_id: str) -> None:
+    """DeleteSnapshot: with a Region-level Recycle Bin rule the snapshot goes to the Recycle Bin."""
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+
+def snapshots_behind_images(ec2) -> dict[str, str]:
+    """snapshot id -> id of our AMI that uses it (such a snapshot cannot be deleted before the AMI)."""
+    images = ec2.describe_images(Owners=["self"])["Images"]
+    return {sid: image["ImageId"] for image in images for sid in image_snapshot_ids(image)}
+
+
 # --- AMIs (section 5: OS, kernel or architecture changes) ----------------------------------------------
 
 def find_image(ec2, name: str) -> Optional[dict[str, Any]]:
@@ -219,6 +252,15 @@ def find_image(ec2, name: str) -> Optional[dict[str, Any]]:
     images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
     usable = [i for i in images if i.get("State") not in ("failed", "deregistered", "invalid")]
     return (usable or [None])[0]
+
+
+def images_in_family(ec2, base_name: str) -> list[dict[str, Any]]:
+    """Our AMIs named `base_name` or `base_name-<n>`, newest first (CreationDate)."""
+    pattern = re.compile(rf"^{re.escape(base_name)}(?:-[0-9]+)?$")
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name",
+                                                            "Values": [base_name, f"{base_name}-*"]}])["Images"]
+    return sorted((i for i in images if pattern.match(i.get("Name", ""))),
+                  key=lambda i: i.get("CreationDate") or "", reverse=True)
 
 
 def describe_image(ec2, image_id: str) -> Optional[dict[str, Any]]:
@@ -406,6 +448,19 @@ def terminate_instance(ec2, instance_id: str, timeout: float, poll_seconds: floa
 
 
 # --- the in-progress marker (detach restores have no AWS-side task to look for) -----------------------
+
+def instance_tag(instance: dict[str, Any], key: str) -> Optional[str]:
+    return tags_of(instance).get(key)
+
+
+def set_instance_tag(ec2, instance_id: str, key: str, value: str) -> None:
+    ec2.create_tags(Resources=[instance_id], Tags=[{"Key": key, "Value": value}])
+
+
+def clear_instance_tag(ec2, instance_id: str, key: str, value: str) -> None:
+    """DeleteTags with the Value given: removes the tag only while it still holds `value`."""
+    ec2.delete_tags(Resources=[instance_id], Tags=[{"Key": key, "Value": value}])
+
 
 def restore_marker(instance: dict[str, Any]) -> Optional[str]:
     return tags_of(instance).get(RESTORE_MARKER_TAG)

@@ -25,6 +25,9 @@ SG_ID_RE = re.compile(r"^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
 RESTORE_INSTANCE_HELP = """\
 Section 6.1: restore the production instance's root volume from a snapshot (id or Name tag).
+A Name resolves only among THIS instance's snapshots (tag Instance, and of its current or a former
+root volume); several with that name: exit 2 listing their ids. A snapshot of another instance or
+volume is refused (exit 2) unless --allow-foreign-snapshot, which the plan shows in capitals.
 
 Without --yes: print the plan (instance, current root volume, AZ, device, snapshot, Elastic IP, every
 step) and change nothing. With --yes:
@@ -67,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default="replace-root",
                    help="replace-root (default: EC2 replace-root-volume task) or detach (the six manual steps)")
     p.add_argument("--yes", action="store_true", help="execute the plan (without it: print the plan only)")
+    p.add_argument("--allow-foreign-snapshot", action="store_true",
+                   help="accept a snapshot of ANOTHER instance or volume (never needed for this instance's own "
+                        "snapshots; the plan then says so in capitals)")
     p.add_argument("--timeout", type=_minutes, default=60.0, metavar="MIN",
                    help="limit for each long wait: snapshot, task, stop/start (default 60 minutes)")
     p.add_argument("--poll-seconds", type=_seconds, default=15.0, metavar="S",
@@ -162,7 +168,9 @@ def render_instance_plan(plan: instance_flow.InstancePlan, executing: bool) -> s
     name = tags_of(snap).get("Name")
     eip = (f"{plan.elastic_ip['PublicIp']} ({plan.elastic_ip['AllocationId']})" if plan.elastic_ip
            else "none associated")
-    lines = [_plan_head(executing, f"restore-instance, method {plan.method}, region {plan.region}"),
+    lines = [f"!!! FOREIGN SNAPSHOT (--allow-foreign-snapshot): {plan.foreign}; production's root will be "
+             f"built from it !!!"] if plan.foreign else []
+    lines += [_plan_head(executing, f"restore-instance, method {plan.method}, region {plan.region}"),
              f"  instance        {plan.instance_id} ({plan.instance_state}) in {plan.availability_zone}",
              f"  root device     {plan.root_device}",
              f"  current root    {vol['VolumeId']} ({vol.get('VolumeType')}, {vol.get('Size')} GiB"
@@ -222,7 +230,8 @@ def render_files_restore(run: files_flow.FilesRestore) -> str:
 
 def run_restore_instance(ctx: Context) -> int:
     args = ctx.args
-    plan = instance_flow.build_instance_plan(ctx, _instance_id(ctx), args.method, args.snapshot)
+    plan = instance_flow.build_instance_plan(ctx, _instance_id(ctx), args.method, args.snapshot,
+                                             allow_foreign=args.allow_foreign_snapshot)
     if not args.yes or plan.blockers:
         ctx.emit({"executed": False, "ok": not plan.blockers, "plan": plan.to_json()},
                  render_instance_plan(plan, False))

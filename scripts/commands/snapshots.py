@@ -15,6 +15,7 @@ from components.errors import ConfigError
 from components.naming import parse_snapshot_name, validate_action
 from scripts.commands.base import Context, add_common_options, number_in_range
 from scripts.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, UsageError
+from scripts.oplog import mask_argv, operation
 from scripts.workflows import snapshots as flow
 from scripts.workflows.checklist import Checklist
 from scripts.workflows.guard import run_command
@@ -23,6 +24,7 @@ DEFAULT_TIMEOUT_MINUTES = 60.0
 MAX_TIMEOUT_MINUTES = 24 * 60
 LOCK_DAYS_RANGE = (1, 36500)        # LockSnapshot LockDuration (RetentionPeriodRequestDays)
 COOL_OFF_HOURS_RANGE = (1, 72)      # LockSnapshot CoolOffPeriod (CoolOffPeriodRequestHours)
+RETAIN_DAYS_RANGE = (1, 36500)
 
 SNAPSHOT_ID_RE = re.compile(r"^snap-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 IMAGE_ID_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
@@ -33,12 +35,18 @@ IMAGE_ID_RE = re.compile(r"^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 SNAPSHOT_HELP = """\
 Seed 3.1 + 8: snapshot the production instance's CURRENT root volume before maintenance, named
 prod-root-<UTC date>-before-<ACTION>, tagged (Name, Reason, Instance, Volume, CreatedBy, ElasticIp,
-Strategy=quickport-backup), wait until completed (progress lines), optionally lock it, then run the
-section 8 checklist. Re-running the same action on the same day reuses that day's snapshot.
+RetainUntil, Strategy=quickport-backup), wait until completed (progress lines), optionally lock it,
+then run the section 8 checklist. A same-day re-run reuses today's snapshot of this action only if it
+is younger than --reuse-within (default 30 minutes); otherwise it takes a new one named
+...-before-<ACTION>-2 (-3, ...). Two runs at once converge on one snapshot (a claim on the instance).
+RetainUntil (now + --retain-days, default 30) is when `backupctl prune` may delete it.
 
-Seed 5: actions whose words include os, kernel, distro, architecture/arch (or release-upgrade) make an
-AMI of the whole instance instead. The AMI is made WITHOUT a reboot unless you pass --reboot (crash-
-consistent, like the snapshot; --reboot gives a file-system-consistent image but restarts production).
+Seed 5: actions naming the OS, a distribution or its version, a release/dist/system upgrade, the
+kernel, grub, glibc or a CPU architecture (the vocabulary in docs/cli-snapshots.md, e.g.
+ubuntu-22-to-24, arm64-migration, dnf-system-upgrade, kernel-upgrade) make an AMI of the whole
+instance instead; the output says which kind and why, and --kind (with --force) overrides it. The
+AMI is made WITHOUT a reboot unless you pass --reboot (crash-consistent, like the snapshot; --reboot
+gives a file-system-consistent image but restarts production).
 
 Exit: 0 snapshot completed and checklist passed; 1 snapshot failed, timed out or a checklist item
 failed; 2 bad input (nothing was created)."""
@@ -51,7 +59,11 @@ Exit: 0 all items passed; 1 an item failed or the snapshot does not exist; 2 mal
 GUARD_HELP = """\
 Take and verify the pre-maintenance snapshot, then run COMMAND (the argv after --, run as given,
 no shell) and return its exit code. COMMAND never runs if the snapshot or the checklist fails
-(exit 1). Example: backupctl guard --action php-upgrade -- sudo apt-get install -y php8.3"""
+(exit 1). Ctrl-C while COMMAND runs goes to COMMAND itself (it is in the foreground), and guard waits
+for it to finish its clean-up however long that takes; a SIGTERM to guard is passed on to COMMAND.
+Press Ctrl-C again within 3 s to send COMMAND SIGTERM, a third time for SIGKILL. Secret-looking
+arguments (--password=..., -pX, *PASSWORD*=..., *SECRET*=..., *TOKEN*=...) are masked in the log.
+Example: backupctl guard --action php-upgrade -- sudo apt-get install -y php8.3"""
 
 LOCK_HELP = """\
 Lock a snapshot (EBS snapshot lock) for --days days. governance: privileged IAM users can unlock or
@@ -92,6 +104,14 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
                    help="AMI only: let EC2 reboot the instance for a file-system-consistent image")
     p.add_argument("--timeout", type=_minutes(), default=DEFAULT_TIMEOUT_MINUTES,
                    help=f"minutes to wait for completion (default {DEFAULT_TIMEOUT_MINUTES:g})")
+    p.add_argument("--reuse-within", type=number_in_range("--reuse-within", 0, MAX_TIMEOUT_MINUTES, "minutes"),
+                   default=flow.DEFAULT_REUSE_WITHIN_MINUTES, metavar="MIN",
+                   help="reuse today's snapshot of this action only when it is younger than this "
+                        f"(default {flow.DEFAULT_REUSE_WITHIN_MINUTES:g}; 0 never reuses); otherwise a new "
+                        "one is named ...-before-<action>-2, -3, ...")
+    p.add_argument("--retain-days", type=_int_range("--retain-days", *RETAIN_DAYS_RANGE, "days"), default=None,
+                   metavar="DAYS", help="tag RetainUntil = now + DAYS; `backupctl prune` may delete it after "
+                   f"that (default: the stack's snapshots.retainDays, else {flow.DEFAULT_RETAIN_DAYS})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -164,22 +184,31 @@ def _check_lock_options(mode: Optional[str], days: Optional[int], cool_off: Opti
                          "no deletion until it expires); add --yes to confirm")
 
 
-def _resolve_kind(args) -> str:
-    implied = "ami" if flow.needs_ami(args.action) else "snapshot"
-    if args.kind is None or args.kind == implied:
-        kind = implied
+def _resolve_kind(args) -> flow.KindChoice:
+    implied = flow.classify_action(args.action)
+    if args.kind is None or args.kind == implied.kind:
+        choice = implied
     elif not args.force:
         if args.kind == "ami":
-            raise UsageError(f"--kind ami: action {args.action!r} does not change the OS, kernel or "
-                             f"architecture, so the strategy takes a snapshot; AMIs are never made "
-                             f"casually: add --force if you really want one")
-        raise UsageError(f"--kind snapshot: action {args.action!r} changes the OS, kernel or architecture, "
-                         f"so seed section 5 requires an AMI; add --force to take only a snapshot")
+            raise UsageError(f"--kind ami: action {args.action!r} takes a snapshot ({implied.reason}); AMIs "
+                             f"are never made casually: add --force if you really want one")
+        raise UsageError(f"--kind snapshot: action {args.action!r} changes what boots ({implied.reason}), so "
+                         f"seed section 5 requires an AMI; add --force to take only a snapshot")
     else:
-        kind = args.kind
-    if args.reboot and kind != "ami":
+        choice = flow.KindChoice(args.kind, f"--kind {args.kind} --force overrides the vocabulary, which says "
+                                            f"{implied.kind}: {implied.reason}")
+    if args.reboot and choice.kind != "ami":
         raise UsageError("--reboot: only applies to an AMI (--kind ami)")
-    return kind
+    return choice
+
+
+def _retain_days(ctx: Context) -> int:
+    if ctx.args.retain_days is not None:
+        return int(ctx.args.retain_days)
+    try:
+        return ctx.config.snapshot_retain_days
+    except UsageError:   # no stack file (every value given on the command line): the default
+        return flow.DEFAULT_RETAIN_DAYS
 
 
 def _check_snapshot_ref(ref: str, *, allow_image: bool = False) -> None:
@@ -208,7 +237,11 @@ def render_take(result: flow.TakeResult) -> str:
     head = (f"AMI {result.image['ImageId']} ({result.name}), root snapshot {snap['SnapshotId']}"
             if result.image is not None else f"Snapshot {snap['SnapshotId']} ({result.name})")
     lines = [f"{head}{' [reused]' if result.reused else ''}",
-             f"  instance {result.instance_id}, root volume {result.root_volume_id}, started {snap['StartTime']}"]
+             f"  instance {result.instance_id}, root volume {result.root_volume_id}, started {snap['StartTime']}",
+             f"  kind {result.kind}: {result.kind_reason}"]
+    if result.reuse_note:
+        lines.append(f"  {result.reuse_note}")
+    lines.append(f"  kept until {result.retain_until or 'unknown (no RetainUntil tag)'}")
     for lock in result.locks:
         lines.append(f"  locked {lock.get('SnapshotId')}: {lock.get('LockState')} until {lock.get('LockExpiresOn')}")
     lines.append(render_checklist(result.checklist))
@@ -226,10 +259,13 @@ def _take(ctx: Context) -> flow.TakeResult:
     args = ctx.args
     action = _check_action(args.action)
     _check_lock_options(args.lock, args.lock_days, args.cool_off_hours, args.yes, "--lock-days")
-    kind = _resolve_kind(args)
+    choice = _resolve_kind(args)
     lock = flow.LockRequest(args.lock, args.lock_days, args.cool_off_hours) if args.lock else None
-    return flow.take(ctx, flow.TakeRequest(action=action, kind=kind, instance_id=ctx.instance_id,
-                                           timeout_seconds=args.timeout * 60, lock=lock, reboot=args.reboot))
+    request = flow.TakeRequest(action=action, kind=choice.kind, kind_reason=choice.reason, instance_id=ctx.instance_id,
+                               timeout_seconds=args.timeout * 60, lock=lock, reboot=args.reboot,
+                               reuse_within_minutes=args.reuse_within, retain_days=_retain_days(ctx))
+    ctx.progress(f"kind: {choice.kind} ({choice.reason})")
+    return flow.take(ctx, request)
 
 
 def run_snapshot(ctx: Context) -> int:
@@ -255,23 +291,27 @@ def run_guard(ctx: Context) -> int:
     try:
         result = _take(ctx)
     except CommandError as e:
-        raise CommandError(f"{e}; COMMAND NOT RUN: {_quote(argv)}") from None
+        raise CommandError(f"{e}; COMMAND NOT RUN: {_quote(mask_argv(argv))}") from None
     doc = result.to_json()
     if not result.ok:
-        doc["command"] = {"argv": argv, "run": False}
-        ctx.log("guard-refused", argv=argv, snapshot_id=result.snapshot_id)
-        ctx.emit(doc, render_take(result) + f"\nCOMMAND NOT RUN: {_quote(argv)}")
+        doc["command"] = {"argv": mask_argv(argv), "run": False}
+        ctx.log("guard-refused", argv=mask_argv(argv), snapshot_id=result.snapshot_id)
+        ctx.emit(doc, render_take(result) + f"\nCOMMAND NOT RUN: {_quote(mask_argv(argv))}")
         return EXIT_FAILED
     if not ctx.json:
         print(render_take(result), flush=True)
-    ctx.progress(f"running: {_quote(argv)}")
-    ctx.log("guard-command-started", argv=argv, snapshot_id=result.snapshot_id)
-    outcome = run_command(argv, stdout_to_stderr=ctx.json)
-    if outcome.problem:
-        print(f"backupctl guard: {outcome.problem}", file=sys.stderr)
-    code = outcome.exit_code
-    ctx.log("guard-command-finished", argv=argv, exit_code=code, snapshot_id=result.snapshot_id)
-    doc["command"] = {"argv": argv, "run": True, "exitCode": code}
+    shown = mask_argv(argv)
+    ctx.progress(f"running: {_quote(shown)}")
+    with operation(ctx.log, "guard-command", argv=shown, snapshot_id=result.snapshot_id) as op:
+        outcome = run_command(argv, stdout_to_stderr=ctx.json, say=ctx.progress)
+        if outcome.problem:
+            print(f"backupctl guard: {outcome.problem}", file=sys.stderr)
+        code = outcome.exit_code
+        op.end("interrupted" if outcome.signals else "finished", exit_code=code,
+               signals=outcome.signals, sent=outcome.sent)
+    doc["command"] = {"argv": shown, "run": True, "exitCode": code}
+    if outcome.signals:
+        doc["command"]["signals"] = outcome.signals
     if ctx.json:
         ctx.emit(doc, "")
     else:

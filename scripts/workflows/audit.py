@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from components.config import StackConfig
 from components.schedules import runs_at_least_daily
 from components.signals import alarm_specs, resource_name
+from components.tags import RETAIN_UNTIL_TAG
 from scripts.aws import backup as backupapi
 from scripts.aws import ec2 as ec2api
 from scripts.aws import monitoring as monitoringapi
@@ -256,6 +257,17 @@ def check_baselines(scope: AuditScope) -> list[Check]:
                                        f"{snap['SnapshotId']} completed but not locked"
                                        + (f" (lock {state})" if state else ""))
     return [checks[b.name] for b in baselines]
+
+
+def check_expired_snapshots(scope: AuditScope) -> Check:
+    """Lists the CLI snapshots past their RetainUntil tag (a cost, not a weakness: ok either way)."""
+    expired = [s for s in ec2api.strategy_snapshots(scope.client("ec2"))
+               if (until := parse_time(ec2api.tags_of(s).get(RETAIN_UNTIL_TAG))) is not None and until <= scope.now]
+    if not expired:
+        return Check("expired-snapshots", OK, "no strategy snapshot is past its RetainUntil")
+    return Check("expired-snapshots", OK, f"{len(expired)} past RetainUntil (`backupctl prune` plans their deletion): "
+                 + ", ".join(f"{s['SnapshotId']} {ec2api.tags_of(s).get('Name', '')} until "
+                             f"{ec2api.tags_of(s)[RETAIN_UNTIL_TAG]}".strip() for s in expired))
 
 
 def check_snapshot_block_public_access(scope: AuditScope) -> Check:
@@ -564,6 +576,7 @@ CHECKS: tuple[tuple[str, Callable[[AuditScope], Check | list[Check]]], ...] = (
     ("recycle-bin", check_recycle_bin),
     ("recycle-bin-images", check_recycle_bin_images),
     ("baselines", check_baselines),
+    ("expired-snapshots", check_expired_snapshots),
     ("snapshot-block-public-access", check_snapshot_block_public_access),
     ("dump-fresh", check_dump_fresh),
     ("dump-bucket-versioning", check_bucket_versioning),

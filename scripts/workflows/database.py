@@ -23,6 +23,7 @@ from scripts.agent import quickport_dump as qd
 from scripts.aws import s3 as s3api
 from scripts.aws.errors import AWS_ERRORS, describe
 from scripts.errors import CommandError, UsageError
+from scripts.oplog import operation
 from scripts.workflows.base import Session
 
 # --- dumps in S3 ------------------------------------------------------------------------------------
@@ -264,26 +265,25 @@ class DumpRequest:
 def db_backup(session: Session, request: DumpRequest) -> dict[str, Any]:
     """Dump now with the nightly code; returns the manifest. Nothing is published on failure."""
     r = request
-    session.log("db-backup-started", database=r.database, bucket=r.bucket, prefix=r.prefix,
-                credentials=r.credentials)
-    try:
-        with qd.terminate_on_signals():
-            common = dict(database=r.database, bucket=r.bucket, prefix=r.prefix, compression=r.compression,
-                          s3=session.client("s3"), progress=session.progress)
-            if r.defaults_file:
-                manifest = qd.dump_database(defaults_file=str(r.defaults_file), **common)
-            else:
-                password = qd.password_from_parameter(r.password_parameter, session.region)
-                with qd.client_defaults_file(r.user, password, r.socket, r.db_host, r.port) as path:
-                    del password
-                    manifest = qd.dump_database(defaults_file=path, **common)
-    except qd.UsageProblem as e:
-        raise UsageError(str(e)) from None
-    except (qd.BackupFailed, qd.Terminated) as e:
-        session.log("db-backup-failed", database=r.database, bucket=r.bucket, error=str(e))
-        raise CommandError(f"{e}; nothing was published") from None
-    session.log("db-backup-succeeded", database=r.database, bucket=r.bucket, key=manifest["key"],
-                sha256=manifest["sha256"], bytes=manifest["bytes"])
+    with operation(session.log, "db-backup", database=r.database, bucket=r.bucket,
+                   start={"prefix": r.prefix, "credentials": r.credentials}) as op:
+        try:
+            with qd.terminate_on_signals():
+                common = dict(database=r.database, bucket=r.bucket, prefix=r.prefix, compression=r.compression,
+                              s3=session.client("s3"), progress=session.progress)
+                if r.defaults_file:
+                    manifest = qd.dump_database(defaults_file=str(r.defaults_file), **common)
+                else:
+                    password = qd.password_from_parameter(r.password_parameter, session.region)
+                    with qd.client_defaults_file(r.user, password, r.socket, r.db_host, r.port) as path:
+                        del password
+                        manifest = qd.dump_database(defaults_file=path, **common)
+        except qd.UsageProblem as e:
+            raise UsageError(str(e)) from None
+        except (qd.BackupFailed, qd.Terminated) as e:
+            op.end("failed", error=str(e))
+            raise CommandError(f"{e}; nothing was published") from None
+        op.end("succeeded", key=manifest["key"], sha256=manifest["sha256"], bytes=manifest["bytes"])
     return manifest
 
 

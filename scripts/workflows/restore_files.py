@@ -26,6 +26,7 @@ from scripts.aws import ec2 as ec2api
 from scripts.aws import s3 as s3api
 from scripts.aws import ssm as ssmapi
 from scripts.errors import CommandError
+from scripts.oplog import operation
 from scripts.workflows.base import Session
 from scripts.workflows.restore_instance import RESTORE_FAILURES, failure_message, resolve_snapshot
 
@@ -418,10 +419,19 @@ def _pack_on_helper(session: Session, plan: FilesPlan, run: FilesRestore, helper
 
 def execute_files_restore(session: Session, plan: FilesPlan, run_id: str, timeout: float,
                           poll: float) -> FilesRestore:
+    """Run a plan without blockers, logged as one operation (started, then finished/failed/interrupted)."""
+    with operation(session.log, "restore-files", run_id=run_id, start={"plan": plan.to_json()}) as op:
+        run = _execute_files_restore(session, plan, run_id, timeout, poll)
+        op.end("finished", ok=run.ok, error=run.error, restored=len(run.restored), leftovers=run.leftovers,
+               seconds=run.seconds)
+    return run
+
+
+def _execute_files_restore(session: Session, plan: FilesPlan, run_id: str, timeout: float,
+                           poll: float) -> FilesRestore:
     """Run a plan without blockers; clean up whatever the run created, also after a failure."""
     ec2, s3 = session.client("ec2"), session.client("s3")
     run = FilesRestore(run_id=run_id, plan=plan, created=Created())
-    session.log("restore-files-started", run_id=run_id, plan=plan.to_json())
     started = time.monotonic()
     sid = plan.snapshot["SnapshotId"]
     tags = {RESTORE_RUN_TAG: run_id, "quickport:created-by": "backupctl restore-files", RESTORED_FROM_TAG: sid}
@@ -445,6 +455,4 @@ def execute_files_restore(session: Session, plan: FilesPlan, run_id: str, timeou
     finally:
         run.leftovers = _cleanup(ec2, s3, plan, run.created, timeout, poll, session.progress)
     run.seconds = round(time.monotonic() - started, 1)
-    session.log("restore-files-finished", run_id=run_id, ok=run.ok, error=run.error,
-                restored=len(run.restored), leftovers=run.leftovers, seconds=run.seconds)
     return run

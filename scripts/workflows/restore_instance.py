@@ -19,7 +19,7 @@ from scripts.aws import ec2 as ec2api
 from scripts.aws import sts as stsapi
 from scripts.aws.errors import AWS_ERRORS, describe
 from scripts.errors import CommandError, UsageError
-from scripts.oplog import current_user
+from scripts.oplog import current_user, operation
 from scripts.times import iso_utc, utcnow
 from scripts.workflows.base import Session
 
@@ -52,6 +52,7 @@ class InstancePlan:
     steps: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
+    foreign: Optional[str] = None     # why the snapshot is not this instance's (--allow-foreign-snapshot)
 
     @property
     def snapshot_id(self) -> str:
@@ -74,6 +75,7 @@ class InstancePlan:
                          "sizeGiB": snap.get("VolumeSize"), "started": iso_utc(snap.get("StartTime"))},
             "elasticIp": self.elastic_ip, "safetySnapshotName": self.safety_snapshot_name,
             "newVolume": self.new_volume_settings if self.method == "detach" else None,
+            "foreignSnapshot": self.foreign,
             "steps": self.steps, "warnings": self.warnings, "blockers": self.blockers,
         }
 
@@ -86,12 +88,67 @@ def resolve_snapshot(ec2, id_or_name: str) -> dict[str, Any]:
     return snap
 
 
-def build_instance_plan(session: Session, iid: str, method: str, snapshot_ref: str) -> InstancePlan:
+def root_lineage(ec2, iid: str, current_root: str) -> set[str]:
+    """The volumes that are or were `iid`'s root: the current one, those its own snapshots were taken
+    of (tag Instance=iid, the Volume tag agreeing with the snapshot's VolumeId: CLI, baseline and
+    safety snapshots) and the volumes restores made for it (tag Instance=iid)."""
+    volumes = {current_root}
+    for snap in ec2api.snapshots_of_instance(ec2, iid):
+        recorded = ec2api.tags_of(snap).get("Volume")
+        if snap.get("VolumeId") and recorded in (None, snap.get("VolumeId")):
+            volumes.add(snap["VolumeId"])
+    volumes.update(v["VolumeId"] for v in ec2api.volumes_tagged(ec2, "Instance", iid))
+    return volumes
+
+
+def foreign_reason(snap: dict[str, Any], iid: str, current_root: str, lineage: set[str]) -> Optional[str]:
+    """None when `snap` is of this instance (Instance tag absent or iid, volume in its root lineage)."""
+    owner = ec2api.tags_of(snap).get("Instance")
+    if owner is not None and owner != iid:
+        return f"{snap['SnapshotId']} belongs to instance {owner} (tag Instance), not {iid}"
+    if snap.get("VolumeId") not in lineage:
+        return (f"{snap['SnapshotId']} is of volume {snap.get('VolumeId')}, neither {iid}'s current root "
+                f"{current_root} nor a former root of it")
+    return None
+
+
+def resolve_instance_snapshot(ec2, ref: str, iid: str, current_root: str,
+                              allow_foreign: bool) -> tuple[dict[str, Any], Optional[str]]:
+    """The snapshot `ref` (id or Name tag) names for restoring `iid`, and why it is foreign (None: it
+    is this instance's). A name resolves among this instance's snapshots only; UsageError (exit 2)
+    when none or several match, or for a foreign one without allow_foreign."""
+    lineage = root_lineage(ec2, iid, current_root)
+    allow = "; restoring it onto " + iid + " needs --allow-foreign-snapshot (the plan then says so)"
+    if ref.startswith("snap-"):
+        snap = resolve_snapshot(ec2, ref)
+        reason = foreign_reason(snap, iid, current_root, lineage)
+        if reason and not allow_foreign:
+            raise UsageError(f"--snapshot {ref}: {reason}{allow}")
+        return snap, reason
+    named = ec2api.snapshots_named(ec2, ref)
+    named = [s for s in named if s.get("State") != "error"] or named
+    if not named:
+        resolve_snapshot(ec2, ref)   # raises the one "no such snapshot" message
+    own = [s for s in named if foreign_reason(s, iid, current_root, lineage) is None]
+    pool = named if allow_foreign else own
+    if not pool:
+        others = "; ".join(str(foreign_reason(s, iid, current_root, lineage)) for s in named)
+        raise UsageError(f"--snapshot {ref!r}: no snapshot of {iid} has that name, only others: {others}. Give "
+                         f"the id with --allow-foreign-snapshot if you really mean one of them")
+    if len(pool) > 1:
+        listed = ", ".join(f"{s['SnapshotId']} (volume {s.get('VolumeId')}, started {iso_utc(s.get('StartTime'))}"
+                           f"{', foreign' if s not in own else ''})" for s in pool)
+        raise UsageError(f"--snapshot {ref!r}: {len(pool)} snapshots have that name: {listed}; give one by id")
+    return pool[0], foreign_reason(pool[0], iid, current_root, lineage)
+
+
+def build_instance_plan(session: Session, iid: str, method: str, snapshot_ref: str,
+                        allow_foreign: bool = False) -> InstancePlan:
     """Read-only: everything the restore will touch, every step with ids, and what blocks it."""
     ec2 = session.client("ec2")
-    snapshot = resolve_snapshot(ec2, snapshot_ref)
     instance = ec2api.describe_instance(ec2, iid)
     root = ec2api.describe_volume(ec2, ec2api.root_volume_id(instance))
+    snapshot, foreign = resolve_instance_snapshot(ec2, snapshot_ref, iid, root["VolumeId"], allow_foreign)
     address = ec2api.elastic_ip(ec2, iid)
     eip = {"PublicIp": address.get("PublicIp"), "AllocationId": address.get("AllocationId")} if address else None
     now = utcnow()
@@ -103,7 +160,7 @@ def build_instance_plan(session: Session, iid: str, method: str, snapshot_ref: s
         method=method, instance_id=iid, instance_state=instance["State"]["Name"],
         availability_zone=instance["Placement"]["AvailabilityZone"], root_device=instance["RootDeviceName"],
         root_volume=root, snapshot=snapshot, elastic_ip=eip, safety_snapshot_name=safety_name,
-        new_volume_settings=ec2api.volume_settings_like(root, snapshot), region=session.region)
+        new_volume_settings=ec2api.volume_settings_like(root, snapshot), region=session.region, foreign=foreign)
     plan.steps = _plan_steps(plan)
     _find_blockers(ec2, plan, instance)
     return plan
@@ -272,8 +329,13 @@ def _restore_detach(ec2, plan: InstancePlan, run_id: str, timeout: float, poll: 
         try:
             _rollback_detach(ec2, plan, state, timeout, poll, progress)
         except Exception as rollback_error:
-            raise RestoreFailed(f"{cause}; rollback failed too: {failure_message(rollback_error)}",
-                                rolled_back=False, next_steps=_detach_next_steps(plan, state),
+            unused = (f"; the new volume {state.new_volume_id} (from {plan.snapshot_id}) is not in use: delete it "
+                      f"once {iid} is back on {plan.root_volume_id}" if state.new_volume_id else "")
+            next_steps = _detach_next_steps(plan, state) + (
+                [f"aws ec2 delete-volume --volume-id {state.new_volume_id} --region {plan.region}"]
+                if state.new_volume_id else [])
+            raise RestoreFailed(f"{cause}; rollback failed too: {failure_message(rollback_error)}{unused}",
+                                rolled_back=False, next_steps=next_steps,
                                 new_volume_id=state.new_volume_id) from None
         keep = (f"; the unused new volume {state.new_volume_id} is kept: delete it with aws ec2 delete-volume "
                 f"--volume-id {state.new_volume_id} --region {plan.region}" if state.new_volume_id else "")
@@ -429,35 +491,35 @@ def execute_instance_restore(session: Session, plan: InstancePlan, timeout: floa
     iid = plan.instance_id
     outcome = InstanceRestore(run_id=new_run_id(), plan=plan)
     marker = f"{utcnow().isoformat(timespec='seconds')} {outcome.run_id} {who()}"
-    session.log("restore-instance-started", run_id=outcome.run_id, plan=plan.to_json())
-    started = time.monotonic()
-    _claim(ec2, iid, marker)
-    try:
-        outcome.safety_snapshot = _safety_snapshot(session, ec2, plan, outcome.run_id, timeout, poll)
-        restore_started = time.monotonic()
-        method = _restore_replace_root if plan.method == "replace-root" else _restore_detach
-        outcome.new_root = method(ec2, plan, outcome.run_id, timeout, poll, session.progress)
-        outcome.restore_seconds = round(time.monotonic() - restore_started, 1)
-        ec2api.tag_resources(ec2, [plan.root_volume_id], {REPLACED_TAG: utcnow().isoformat(timespec="seconds"),
-                                                          RESTORE_RUN_TAG: outcome.run_id})
-        outcome.checks = verify_restored(ec2, plan, outcome.new_root)
-    except RestoreFailed as e:
-        outcome.error = e
-    except RESTORE_FAILURES as e:
-        outcome.error = RestoreFailed(failure_message(e), rolled_back=None, next_steps=[])
-    finally:
+    with operation(session.log, "restore-instance", run_id=outcome.run_id, start={"plan": plan.to_json()}) as op:
+        started = time.monotonic()
+        _claim(ec2, iid, marker)
         try:
-            ec2api.clear_restore_marker(ec2, iid, marker)
+            outcome.safety_snapshot = _safety_snapshot(session, ec2, plan, outcome.run_id, timeout, poll)
+            restore_started = time.monotonic()
+            method = _restore_replace_root if plan.method == "replace-root" else _restore_detach
+            outcome.new_root = method(ec2, plan, outcome.run_id, timeout, poll, session.progress)
+            outcome.restore_seconds = round(time.monotonic() - restore_started, 1)
+            ec2api.tag_resources(ec2, [plan.root_volume_id], {REPLACED_TAG: utcnow().isoformat(timespec="seconds"),
+                                                              RESTORE_RUN_TAG: outcome.run_id})
+            outcome.checks = verify_restored(ec2, plan, outcome.new_root)
+        except RestoreFailed as e:
+            outcome.error = e
         except RESTORE_FAILURES as e:
-            session.progress(f"warning: could not remove {RESTORE_MARKER_TAG} from {iid}: {failure_message(e)}; run "
-                             f"aws ec2 delete-tags --resources {iid} --tags Key={RESTORE_MARKER_TAG} "
-                             f"--region {plan.region}")
-    outcome.seconds = round(time.monotonic() - started, 1)
-    failure = outcome.error
-    if failure is not None:
-        session.log("restore-instance-failed", run_id=outcome.run_id, error=str(failure),
-                    rolled_back=failure.rolled_back, next_steps=failure.next_steps)
-    else:
-        session.log("restore-instance-finished", run_id=outcome.run_id, ok=outcome.ok, new_root=outcome.new_root,
-                    old_root=plan.root_volume_id, recovery_seconds=outcome.seconds, checks=outcome.checks)
+            outcome.error = RestoreFailed(failure_message(e), rolled_back=None, next_steps=[])
+        finally:
+            try:
+                ec2api.clear_restore_marker(ec2, iid, marker)
+            except RESTORE_FAILURES as e:
+                session.progress(f"warning: could not remove {RESTORE_MARKER_TAG} from {iid}: {failure_message(e)}; "
+                                 f"run aws ec2 delete-tags --resources {iid} --tags Key={RESTORE_MARKER_TAG} "
+                                 f"--region {plan.region}")
+        outcome.seconds = round(time.monotonic() - started, 1)
+        failure = outcome.error
+        if failure is not None:
+            op.end("failed", error=str(failure), rolled_back=failure.rolled_back, next_steps=failure.next_steps,
+                   new_volume_id=failure.new_volume_id)
+        else:
+            op.end("finished", ok=outcome.ok, new_root=outcome.new_root, old_root=plan.root_volume_id,
+                   recovery_seconds=outcome.seconds, checks=outcome.checks)
     return outcome
