@@ -395,6 +395,9 @@ _IDENT = rb"`((?:[^`]|``)+)`"
 _INSERT = re.compile(rb"INSERT INTO " + _IDENT + rb" VALUES ?")
 _CREATE_TABLE = re.compile(rb"CREATE TABLE " + _IDENT + rb" \(")
 _SERVER_VERSION = re.compile(rb"^-- Server version\s+(.+?)\s*$")
+# --master-data=2 --gtid: the binlog position in the header, the GTID position near the trailer.
+_BINLOG_POSITION = re.compile(rb"^-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);")
+_GTID_POSITION = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)';")
 # Views, triggers, routines and events as mariadb-dump/mysqldump write them (one header line each).
 _OBJECTS = (
     ("views", re.compile(rb"^/\*!50001 VIEW " + _IDENT)),
@@ -418,6 +421,9 @@ class DumpInspector:
         self.tables: Dict[str, int] = {}
         self.objects: Dict[str, List[str]] = {kind: [] for kind, _ in _OBJECTS}
         self.server_version: Optional[str] = None
+        self.binlog_file: Optional[str] = None
+        self.binlog_position: Optional[int] = None
+        self.gtid: Optional[str] = None
         self.last_line = b""
         self._pieces: List[bytes] = []
         self._insert_table: Optional[str] = None
@@ -450,6 +456,14 @@ class DumpInspector:
             m = _SERVER_VERSION.match(line)
             if m:
                 self.server_version = m.group(1).decode("utf-8", "replace")
+        elif line.startswith(b"-- CHANGE MASTER TO MASTER_LOG_FILE="):
+            m = _BINLOG_POSITION.match(line)
+            if m:
+                self.binlog_file, self.binlog_position = m.group(1).decode(), int(m.group(2))
+        elif line.startswith(b"-- SET GLOBAL gtid_slave_pos="):
+            m = _GTID_POSITION.match(line)
+            if m:
+                self.gtid = m.group(1).decode() or None   # '' on a server that has logged no transaction yet
         elif line.startswith((b"/*!5", b"CREATE ")):
             for kind, pattern in _OBJECTS:
                 m = pattern.match(line)
@@ -637,13 +651,18 @@ SELECT 1 FROM mysql.proc LIMIT 0;
 SELECT (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER')
      + (SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES
         WHERE PRIVILEGE_TYPE = 'TRIGGER' AND '{database}' LIKE TABLE_SCHEMA);
+SELECT @@log_bin, @@server_id;
 """
+# Binlog coordinates of the dump's snapshot, for point-in-time recovery. With --single-transaction
+# MariaDB (5.3+) reads them from the snapshot itself (binlog_snapshot_file/position): no global read
+# lock and no RELOAD or BINLOG MONITOR grant. Passed only when log_bin is ON: otherwise the dump refuses.
+BINLOG_DUMP_OPTIONS = ("--master-data=2", "--gtid")
 
 
-def preflight(defaults_file: str, database: str) -> None:
+def preflight(defaults_file: str, database: str) -> Dict[str, int]:
     """Fail loudly where mariadb-dump would silently leave things out: without SELECT on mysql.proc
     it dumps no routines, without TRIGGER no triggers, and both still exit 0. Also proves the
-    credentials work before anything is uploaded."""
+    credentials work before anything is uploaded. Returns the server's log_bin (0/1) and server_id."""
     client = find_program("mariadb", "mysql")
     if not client:
         raise BackupFailed("neither the mariadb nor the mysql client is installed")
@@ -657,9 +676,26 @@ def preflight(defaults_file: str, database: str) -> None:
             detail += ("; mariadb-dump would silently omit routines: GRANT SELECT ON mysql.proc "
                        "to the backup user")
         raise BackupFailed(f"database pre-flight check failed: {detail}")
-    if out.stdout.split()[-1:] == [b"0"]:
+    lines = out.stdout.decode("utf-8", "replace").split()
+    if lines[:1] == ["0"]:
         raise BackupFailed(f"the database user lacks the TRIGGER privilege on {database}; mariadb-dump "
                            f"would silently omit triggers: GRANT TRIGGER ON `{database}`.* to it")
+    try:
+        return {"log_bin": int(lines[1]), "server_id": int(lines[2])}
+    except (IndexError, ValueError):
+        raise BackupFailed(f"database pre-flight check: unexpected answer {' '.join(lines)!r}") from None
+
+
+def binlog_coordinates(inspector: "DumpInspector", server: Dict[str, int]) -> Optional[Dict[str, Any]]:
+    """Where point-in-time replay starts: the snapshot's binlog file/position and GTID position, or
+    None when the server does not log binlogs. With log_bin ON, a dump without them is refused."""
+    if not server["log_bin"]:
+        return None
+    if inspector.binlog_file is None:
+        raise BackupFailed("the server logs binlogs but the dump has no binlog position "
+                           "(its CHANGE MASTER line is missing); point-in-time recovery could not start from it")
+    return {"file": inspector.binlog_file, "position": inspector.binlog_position, "gtid": inspector.gtid,
+            "server_id": server["server_id"]}
 
 
 def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str,
@@ -671,8 +707,9 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         raise UsageProblem(f"database {database!r}: must be 1-64 characters A-Z a-z 0-9 _")
     compression = choose_compression(compression)
     compress_argv, _, suffix = COMPRESSORS[compression]
-    dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *DUMP_OPTIONS, "--", database]
-    preflight(defaults_file, database)
+    server = preflight(defaults_file, database)
+    options = DUMP_OPTIONS + (BINLOG_DUMP_OPTIONS if server["log_bin"] else ())
+    dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *options, "--", database]
     started = utcnow()
     key = dump_key(prefix, database, started, suffix)
     progress(f"dumping {database} to s3://{bucket}/{key} ({compression})")
@@ -709,6 +746,7 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
             raise BackupFailed(f"copying the dump to {compression}: {pump_errors[0]}")
         if not inspector.completed:
             raise BackupFailed("the dump ended without its '-- Dump completed' trailer (truncated)")
+        binlog = binlog_coordinates(inspector, server)
         etag = upload.complete()
     except BaseException:
         reaper.kill_all()
@@ -722,11 +760,12 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         "bucket": bucket, "key": key, "bytes": upload.bytes, "sha256": upload.sha256.hexdigest(),
         "etag": etag, "parts": upload.parts, "compression": compression,
         "database": database, "server_version": inspector.server_version,
-        "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(DUMP_OPTIONS),
+        "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(options),
         "host": socket.gethostname(),
         "started_at": isoformat(started), "finished_at": isoformat(finished),
         "tables": dict(sorted(inspector.tables.items())),
         "objects": {kind: sorted(names) for kind, names in inspector.objects.items()},
+        "binlog": binlog,
     }
     publish(upload.s3, bucket, f"{prefix}/{database}/latest.json", manifest)
     progress(f"done: {upload.bytes} bytes, {len(inspector.tables)} tables, "
