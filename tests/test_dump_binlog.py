@@ -62,7 +62,6 @@ def test_dump_options_ask_for_the_binlog_position_when_the_server_logs(binlog_se
 
 
 def test_a_logging_server_whose_dump_lacks_the_position_is_refused():
-    inspector = quickport_dump.DumpInspector()
-    inspector.feed(b"-- Server version\t10.11.19-MariaDB-log\n-- Dump completed on 2026-12-02\n")
+    facts = quickport_dump.dump_facts(b"-- Server version\t10.11.19-MariaDB-log\n-- Dump completed on 2026-12-02\n")
     with pytest.raises(quickport_dump.BackupFailed, match="no binlog position"):
-        quickport_dump.binlog_coordinates(inspector, {"log_bin": 1, "server_id": 1})
+        quickport_dump.binlog_coordinates(facts, facts, {"log_bin": 1, "server_id": 1})

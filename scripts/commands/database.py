@@ -153,10 +153,12 @@ def run_db_backup(ctx: Context) -> int:
         password_parameter="" if defaults_file else a.password_parameter or stack("password_parameter"),
         user=a.user or ("" if defaults_file else stack("user")), socket=a.socket, db_host=a.db_host, port=a.port)
     manifest = flow.db_backup(ctx, request)
-    rows = sum(manifest["tables"].values())
+    binlog = manifest.get("binlog")
+    position = (f"binlog {binlog['file']}:{binlog['position']} gtid {binlog['gtid'] or '-'}" if binlog
+                else "no binlog (log_bin is OFF: no point-in-time recovery from this dump)")
     ctx.emit(manifest, f"dump s3://{bucket}/{manifest['key']}\n"
                        f"  {manifest['bytes']} bytes {manifest['compression']}, sha256 {manifest['sha256']}\n"
-                       f"  {len(manifest['tables'])} tables, {rows} rows, server {manifest['server_version']}\n"
+                       f"  server {manifest['server_version']}, {position}\n"
                        f"  manifest {qd.manifest_key_for(manifest['key'])}")
     return EXIT_OK
 
