@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db-host", help="server host with --password-parameter")
     p.add_argument("--port", type=int, help="server port with --db-host")
     p.add_argument("--compression", choices=tuple(qd.COMPRESSORS), help="default: the stack's dumps.compression")
+    p.add_argument("--priority", choices=tuple(qd.PRIORITIES),
+                   help="CPU/IO priority of the dump pipeline: low (nice 10, I/O best-effort 7), idle "
+                        "(nice 19, I/O idle) or normal (default: the stack's dumps.priority, low)")
     add_common_options(p)
     p.set_defaults(handler=run_db_backup)
 
@@ -149,6 +152,7 @@ def run_db_backup(ctx: Context) -> int:
     request = flow.DumpRequest(
         database=_check(a.database or stack("database"), "--database", DATABASE_RE, DATABASE_RULE),
         bucket=bucket, prefix=prefix, compression=a.compression or stack("compression"),
+        priority=a.priority or stack("priority"),
         defaults_file=defaults_file,
         password_parameter="" if defaults_file else a.password_parameter or stack("password_parameter"),
         user=a.user or ("" if defaults_file else stack("user")), socket=a.socket, db_host=a.db_host, port=a.port)

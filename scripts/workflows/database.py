@@ -208,6 +208,7 @@ class DumpRequest:
     bucket: str
     prefix: str
     compression: str
+    priority: str = qd.DEFAULT_PRIORITY
     defaults_file: Optional[Path] = None      # else the password from the SSM parameter:
     password_parameter: str = ""
     user: str = "backup"
@@ -229,7 +230,7 @@ def db_backup(session: Session, request: DumpRequest) -> dict[str, Any]:
     try:
         with qd.terminate_on_signals():
             common = dict(database=r.database, bucket=r.bucket, prefix=r.prefix, compression=r.compression,
-                          s3=session.client("s3"), progress=session.progress)
+                          priority=r.priority, s3=session.client("s3"), progress=session.progress)
             if r.defaults_file:
                 manifest = qd.dump_database(defaults_file=str(r.defaults_file), **common)
             else:
