@@ -598,7 +598,9 @@ def binlog_coordinates(head: Dict[str, Any], tail: Dict[str, Any], server: Dict[
     if head["binlog_file"] is None:
         raise BackupFailed("the server logs binlogs but the dump has no binlog position "
                            "(its CHANGE MASTER line is missing); point-in-time recovery could not start from it")
-    return {"file": head["binlog_file"], "position": head["binlog_position"], "gtid": tail["gtid"],
+    # 10.11 defers the GTID line to the end of the dump; read the header too for tools that do not.
+    gtid = tail["gtid"] if tail["gtid"] is not None else head["gtid"]
+    return {"file": head["binlog_file"], "position": head["binlog_position"], "gtid": gtid,
             "server_id": server["server_id"]}
 
 
