@@ -65,3 +65,11 @@ def test_a_logging_server_whose_dump_lacks_the_position_is_refused():
     facts = quickport_dump.dump_facts(b"-- Server version\t10.11.19-MariaDB-log\n-- Dump completed on 2026-12-02\n")
     with pytest.raises(quickport_dump.BackupFailed, match="no binlog position"):
         quickport_dump.binlog_coordinates(facts, facts, {"log_bin": 1, "server_id": 1})
+
+
+def test_a_gtid_line_in_the_header_is_used_when_the_tail_has_none():
+    head = quickport_dump.dump_facts(b"-- CHANGE MASTER TO MASTER_LOG_FILE='mariadb-bin.000003', MASTER_LOG_POS=42;\n"
+                                     b"-- SET GLOBAL gtid_slave_pos='0-1-9';\n")
+    tail = quickport_dump.dump_facts(b"-- Dump completed on 2026-12-02\n")
+    assert quickport_dump.binlog_coordinates(head, tail, {"log_bin": 1, "server_id": 1}) == {
+        "file": "mariadb-bin.000003", "position": 42, "gtid": "0-1-9", "server_id": 1}
