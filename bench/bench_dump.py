@@ -246,6 +246,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="100,1000", help="database sizes in MB (default: 100,1000)")
     parser.add_argument("--rounds", type=int, default=2, help="dump runs per method; the best wall time counts")
     parser.add_argument("--restore-rounds", type=int, default=2, help="restore runs per method")
+    parser.add_argument("--dump-only", action="store_true", help="skip the restore and latency measurements")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seed-pipeline", nargs=3, metavar=("DATABASE", "DEFAULTS", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -335,7 +336,7 @@ def main() -> int:
                                           "--target-database", "r_drill", "--defaults-file", root,
                                           "--log-file", str(Path(tmp) / "ops.jsonl"), "--json"]),
                 }
-                for r in range(args.restore_rounds):
+                for r in range(0 if args.dump_only else args.restore_rounds):
                     for method, go in restore_methods.items():
                         m = go()
                         db.sql("DROP DATABASE IF EXISTS r_base; DROP DATABASE IF EXISTS r_drill;")
@@ -343,7 +344,7 @@ def main() -> int:
                             f"peak RSS {m['peak_rss_mib']}, load {m['load']}")
                         restores.append({"size_mb": size, "method": method, "round": r + 1, **m})
 
-                if size == max(sizes):
+                if size == max(sizes) and not args.dump_only:
                     log(f"{name}: latency of ~50 small queries/s, alone and during a dump at each priority")
                     latency.append({"size_mb": size, "during": "nothing", **latency_during(None, root, name)})
                     for priority in ("normal", "low", "idle"):
@@ -395,6 +396,8 @@ def summarize(sizes, dumps, restores, latency) -> dict[str, Any]:
                            f"{ours['x_dumpzstd_cpu']}x"))
         worst = max(ours["peak_rss_mib"].items(), key=lambda kv: kv[1])
         checks.append((f"{size} MB: every process of ours <= 100 MiB", worst[1] <= 100, f"{worst[0]} {worst[1]} MiB"))
+        if not restores:
+            continue
         base_restore = _best(restores, size, "restore-baseline")
         drill = _best(restores, size, "drill")
         ratio = round(drill["wall_s"] / base_restore["wall_s"], 2)

@@ -614,6 +614,7 @@ class _TailCheck:
         if not tail:
             raise BackupFailed("tail (coreutils) is not installed")
         self.unpack = reaper.start(prefix + decompress, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        enlarge_pipe(self.unpack.stdin)
         enlarge_pipe(self.unpack.stdout)
         self.tail = reaper.start(prefix + [tail, "-c", str(TAIL_BYTES)], stdin=self.unpack.stdout,
                                  stdout=subprocess.PIPE)
