@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -166,3 +169,20 @@ def test_drill_says_when_the_scratch_database_could_not_be_dropped(manifest, mar
     finally:
         mariadb_server.drop_databases("crm_drill_scratch")
         mariadb_server.sql("DROP USER 'drill_nodrop'@'localhost';")
+
+
+DOWNLOAD_RSS = """
+import sys
+import boto3
+from scripts.aws import s3
+s3.download(boto3.client("s3"), sys.argv[1], "big.bin", sys.argv[2])
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+def test_downloading_a_large_dump_stays_under_100_mib(dump_bucket, tmp_path):
+    # The drill downloads the dump before restoring it; its process must stay as small as the agent's.
+    boto3.client("s3").put_object(Bucket=dump_bucket, Key="big.bin", Body=os.urandom(200 * 1024 * 1024))
+    out = subprocess.run([sys.executable, "-c", DOWNLOAD_RSS, dump_bucket, str(tmp_path / "big.bin")],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert int(out.stdout) < 100 * 1024, f"peak RSS {int(out.stdout) // 1024} MiB"
