@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 LOCK_MODES = ("governance", "compliance")
 COMPRESSIONS = ("zstd", "gzip")
+DUMP_PRIORITIES = ("low", "idle", "normal")   # scripts/agent/quickport_dump.py PRIORITIES
 
 _ID_RE = {
     "instance": re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
@@ -168,6 +169,7 @@ class DumpConfig:
     user: str = "backup"
     compression: str = "zstd"
     object_lock: ObjectLock = field(default_factory=ObjectLock)
+    priority: str = "low"                   # the dump pipeline's nice/ionice: low, idle or normal
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,7 @@ def _parse_object_lock(raw: Any, retention_days: int) -> ObjectLock:
 def _parse_dumps(raw: Any) -> DumpConfig:
     d = _mapping("dumps", raw, ("bucketName", "prefix", "filesPrefix", "database", "schedule",
                                 "retentionDays", "noncurrentRetentionDays", "passwordParameter",
-                                "user", "compression", "objectLock"))
+                                "user", "compression", "objectLock", "priority"))
     dflt = DumpConfig()
     retention = _int("dumps.retentionDays", d.get("retentionDays", dflt.retention_days), 1, 36500)
     prefix_rule = "must be lowercase path segments of a-z, 0-9, '.', '_' or '-' without leading or trailing '/'"
@@ -390,6 +392,7 @@ def _parse_dumps(raw: Any) -> DumpConfig:
                     "must be a MariaDB user name of letters, digits or underscores"),
         compression=_choice("dumps.compression", d.get("compression", dflt.compression), COMPRESSIONS),
         object_lock=_parse_object_lock(d.get("objectLock"), retention),
+        priority=_choice("dumps.priority", d.get("priority", dflt.priority), DUMP_PRIORITIES),
     )
     if cfg.prefix == cfg.files_prefix:
         raise _err("dumps.filesPrefix", cfg.files_prefix, "must differ from dumps.prefix")

@@ -158,7 +158,8 @@ def document_content(script: str, files: tuple[str, ...], dumps: DumpConfig, reg
     db_invocation = (
         f"{py} db --database '{{{{ Database }}}}' --bucket '{{{{ Bucket }}}}' --prefix '{{{{ Prefix }}}}'"
         " --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
-        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'")
+        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'"
+        f" --priority {shlex.quote(dumps.priority)}")
     # Paths come from the validated stack config (absolute, no spaces); quoted all the same.
     paths = " ".join(f"--path {shlex.quote(p)}" for p in files)
     files_invocation = (f"{py} files --bucket '{{{{ Bucket }}}}' --prefix '{{{{ FilesPrefix }}}}' {paths}"

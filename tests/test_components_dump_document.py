@@ -119,7 +119,13 @@ def test_database_step_runs_the_db_subcommand_with_every_parameter_quoted(prod_s
     assert invocation == (
         "python3 \"$dir/quickport_dump.py\" db --database '{{ Database }}' --bucket '{{ Bucket }}'"
         " --prefix '{{ Prefix }}' --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
-        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'")
+        " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'"
+        " --priority low")
+
+
+def test_database_step_runs_at_the_configured_priority(stack_with):
+    declared = stack_with({"quickport-backup:dumps": {"priority": "idle"}})
+    assert _steps(declared)["dumpDatabase"]["inputs"]["runCommand"][-1].endswith(" --priority idle")
 
 
 def test_files_step_archives_every_configured_path(stack_with):

@@ -74,3 +74,23 @@ def test_db_backup_bad_database_name_is_a_usage_error(run):
 
 def test_db_backup_both_credential_sources_is_a_usage_error(run, backup_defaults):
     assert run("--defaults-file", backup_defaults, "--password-parameter", PARAMETER).code == 2
+
+
+def test_db_backup_runs_at_the_stacks_dumps_priority(backupctl, stack_config, mariadb_server, tmp_path):
+    raw = yaml.safe_load(open(stack_config).read())
+    raw["config"]["quickport-backup:dumps"]["priority"] = "idle"
+    idle = tmp_path / "Pulumi.idle.yaml"
+    idle.write_text(yaml.safe_dump(raw))
+    result = backupctl("db-backup", "--config-file", str(idle), "--socket", mariadb_server.socket,
+                       "--log-file", str(tmp_path / "ops.jsonl"), "--json")
+    assert (result.code, result.json()["priority"]) == (0, "idle")
+
+
+def test_db_backup_priority_flag_overrides_the_stack(run):
+    result = run("--priority", "normal", "--json")
+    assert (result.code, result.json()["priority"]) == (0, "normal")
+
+
+def test_db_backup_text_names_the_binlog_state(run):
+    result = run()
+    assert (result.code, "no binlog (log_bin is OFF" in result.out) == (0, True)

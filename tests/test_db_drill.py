@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -42,6 +45,22 @@ def rewrite_manifest(bucket: str, manifest: dict, **changes) -> None:
                   Body=json.dumps({**manifest, **changes}).encode())
 
 
+def tamper(bucket: str, manifest: dict, edit) -> None:
+    """Rewrite the dump's text with edit(text) and recompress it under a manifest that matches it:
+    the hash check passes, and the drill sees a dump that does not restore as it reads."""
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=bucket, Key=manifest["key"])["Body"].read()
+    text = subprocess.run(["zstd", "-q", "-d", "-c"], input=body, capture_output=True, check=True).stdout
+    body = subprocess.run(["zstd", "-q", "-c"], input=edit(text), capture_output=True, check=True).stdout
+    s3.put_object(Bucket=bucket, Key=manifest["key"], Body=body)
+    rewrite_manifest(bucket, manifest, sha256=hashlib.sha256(body).hexdigest(), bytes=len(body))
+
+
+def before_trailer(statement: bytes):
+    """An edit that runs `statement` at the end of the restore, just before the dump's trailer."""
+    return lambda text: text.replace(b"\n-- Dump completed", b"\n" + statement + b"\n-- Dump completed")
+
+
 def test_drill_refuses_a_corrupted_dump_before_touching_the_server(manifest, mariadb_server, dump_bucket, drill):
     s3 = boto3.client("s3")
     body = bytearray(s3.get_object(Bucket=dump_bucket, Key=manifest["key"])["Body"].read())
@@ -52,30 +71,45 @@ def test_drill_refuses_a_corrupted_dump_before_touching_the_server(manifest, mar
 
 
 def test_drill_reports_a_row_count_mismatch(manifest, dump_bucket, drill):
-    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 2501})
+    tamper(dump_bucket, manifest, before_trailer(b"DELETE FROM invoices WHERE id = 7;"))
     result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
     report = result.json()
-    assert (result.code, [t["table"] for t in report["tables"] if not t["ok"]]) == (1, ["invoices"])
+    assert (result.code, [(t["table"], t["expected"], t["restored"]) for t in report["tables"] if not t["ok"]]) == \
+        (1, [("invoices", 2500, 2499)])
 
 
 def test_drill_reports_a_table_missing_from_the_restore(manifest, dump_bucket, drill):
-    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "payments": 10})
+    tamper(dump_bucket, manifest, before_trailer(b"DROP TABLE empty_table;"))
     result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
     report = result.json()
     assert (result.code, [(t["table"], t["restored"]) for t in report["tables"] if not t["ok"]]) == \
-        (1, [("payments", None)])
+        (1, [("empty_table", None)])
 
 
 def test_drill_reports_a_missing_trigger(manifest, dump_bucket, drill):
-    rewrite_manifest(dump_bucket, manifest, objects={**manifest["objects"], "triggers": ["invoices_audit", "gone"]})
+    tamper(dump_bucket, manifest, before_trailer(b"DROP TRIGGER invoices_audit;"))
     result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
     report = result.json()
     assert (result.code, [o["kind"] for o in report["objects"] if not o["ok"]]) == (1, ["triggers"])
 
 
+def test_drill_counts_from_the_dump_not_from_what_a_manifest_claims(manifest, dump_bucket, drill):
+    # Row counts come from the verified dump itself; a manifest field cannot talk a restore into "ok"
+    # or out of it.
+    rewrite_manifest(dump_bucket, manifest, tables={"invoices": 1}, objects={"triggers": ["gone"]})
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch", "--json")
+    assert (result.code, result.json()["ok"]) == (0, True)
+
+
+def test_drill_refuses_a_dump_without_its_trailer(manifest, mariadb_server, dump_bucket, drill):
+    tamper(dump_bucket, manifest, lambda text: text.split(b"\n-- Dump completed")[0] + b"\n")
+    result = drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
+    assert (result.code, "trailer" in result.err, scratch_exists(mariadb_server)) == (1, True, False)
+
+
 def test_drill_drops_the_scratch_database_after_a_mismatch(manifest, mariadb_server, dump_bucket, drill):
-    rewrite_manifest(dump_bucket, manifest, tables={**manifest["tables"], "invoices": 1})
-    drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch")
+    tamper(dump_bucket, manifest, before_trailer(b"DELETE FROM invoices WHERE id = 7;"))
+    assert drill("--latest", "--database", SOURCE, "--target-database", "crm_drill_scratch").code == 1
     assert scratch_exists(mariadb_server) is False
 
 
@@ -171,3 +205,20 @@ def test_a_client_error_is_one_capped_line_without_quoted_values():
     line = child_error(text)
     assert (line.startswith("ERROR 1366 (22007) at line 9: Incorrect string value: '?' for column `c`"),
             "\\xF0" in line, len(line) <= CHILD_ERROR_MAX + 3) == (True, False, True)
+
+
+DOWNLOAD_RSS = """
+import sys
+import boto3
+from scripts.aws import s3
+s3.download(boto3.client("s3"), sys.argv[1], "big.bin", sys.argv[2])
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+def test_downloading_a_large_dump_stays_under_100_mib(dump_bucket, tmp_path):
+    # The drill downloads the dump before restoring it; its process must stay as small as the agent's.
+    boto3.client("s3").put_object(Bucket=dump_bucket, Key="big.bin", Body=os.urandom(200 * 1024 * 1024))
+    out = subprocess.run([sys.executable, "-c", DOWNLOAD_RSS, dump_bucket, str(tmp_path / "big.bin")],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert int(out.stdout) < 100 * 1024, f"peak RSS {int(out.stdout) // 1024} MiB"

@@ -155,6 +155,18 @@ def test_dump_that_exits_0_without_its_trailer_is_rejected(published, dump_bucke
         (1, published)
 
 
+def test_compressor_that_exits_0_with_a_cut_stream_is_rejected(published, dump_bucket, backup_defaults, tmp_path,
+                                                              monkeypatch, capsys):
+    # A zstd that reads everything and reports success but writes only its first KB: the exit statuses
+    # all say 0; only decompressing the uploaded bytes again gives it away.
+    real = quickport_dump.find_program("zstd")
+    _fake_program(tmp_path / "bin", "zstd",
+                  f'case " $* " in *" -d "*) exec "{real}" "$@";; esac\n'
+                  f'"{real}" "$@" | {{ head -c 1024; cat >/dev/null; }}\nexit 0\n', monkeypatch)
+    assert (quickport_dump.main(dump_cli(dump_bucket, backup_defaults)), bucket_state(dump_bucket, SOURCE),
+            "does not decompress" in capsys.readouterr().err) == (1, published, True)
+
+
 def test_backup_user_without_mysql_proc_grant_is_refused(mariadb_server, dump_bucket, tmp_path, capsys):
     seed_database(mariadb_server, SOURCE)
     mariadb_server.sql("CREATE USER IF NOT EXISTS 'noproc'@'localhost' IDENTIFIED BY 'np';"

@@ -29,16 +29,27 @@ def drill(backupctl, dump_bucket, mariadb_server, tmp_path):
     return run
 
 
-def test_manifest_counts_rows_per_table(mariadb_server, dump_bucket, backup_defaults):
+def test_drill_counts_rows_per_table_from_the_dump(mariadb_server, dump_bucket, backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
-    assert dump(dump_bucket, backup_defaults)["tables"] == SEED_TABLES
+    dump(dump_bucket, backup_defaults)
+    report = drill("--target-database", "crm_rt_drill").json()
+    assert {t["table"]: t["expected"] for t in report["tables"]} == SEED_TABLES
 
 
-def test_manifest_lists_views_triggers_routines_and_events(mariadb_server, dump_bucket, backup_defaults):
+def test_drill_lists_views_triggers_routines_and_events_from_the_dump(mariadb_server, dump_bucket,
+                                                                    backup_defaults, drill):
     seed_database(mariadb_server, SOURCE)
-    assert dump(dump_bucket, backup_defaults)["objects"] == {
+    dump(dump_bucket, backup_defaults)
+    report = drill("--target-database", "crm_rt_drill").json()
+    assert {o["kind"]: o["expected"] for o in report["objects"]} == {
         "views": ["customer_totals"], "triggers": ["invoices_audit"],
         "routines": ["customer_count", "with_tax"], "events": ["nightly_cleanup"]}
+
+
+def test_manifest_records_the_server_version_from_the_dump_header(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    [[version]] = mariadb_server.sql("SELECT VERSION()")
+    assert dump(dump_bucket, backup_defaults)["server_version"] == version
 
 
 def test_dump_object_layout_and_hash_match_the_manifest(mariadb_server, dump_bucket, backup_defaults):

@@ -1,4 +1,5 @@
-"""Pure pieces of quickport_dump: part sizing, the dump inspector, the stable command line."""
+"""Pure pieces of quickport_dump and the drill's dump inspector: part sizing, counting, header and
+trailer facts, the stable command line."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,7 @@ import boto3
 import pytest
 
 from scripts.agent import quickport_dump as qd
+from scripts.workflows.dump_inventory import DumpInspector
 
 MIB = 1024 * 1024
 
@@ -28,8 +30,8 @@ def test_no_part_exceeds_the_5_gib_part_limit():
     assert max(qd.part_size_for(n) for n in range(1, qd.MAX_PARTS + 1)) <= 5 * 1024 ** 3
 
 
-def inspect(text: bytes, chunk: int = 7) -> qd.DumpInspector:
-    inspector = qd.DumpInspector()
+def inspect(text: bytes, chunk: int = 7) -> DumpInspector:
+    inspector = DumpInspector()
     for i in range(0, len(text), chunk):
         inspector.feed(text[i:i + chunk])
     inspector.finish()
@@ -48,8 +50,35 @@ def test_inspector_counts_rows_of_single_line_inserts_with_tricky_strings():
     assert inspect(MYSQL_STYLE).tables == {"t": 4, "empty": 0}
 
 
-def test_inspector_reads_the_server_version():
-    assert inspect(MYSQL_STYLE).server_version == "8.0.36"
+def test_dump_facts_read_the_server_version():
+    assert qd.dump_facts(MYSQL_STYLE)["server_version"] == "8.0.36"
+
+
+MARIADB_BINLOG_HEADER = (b"-- Server version\t10.11.19-MariaDB-log\n"
+                         b"-- CHANGE MASTER TO MASTER_USE_GTID=slave_pos;\n--\n"
+                         b"-- CHANGE MASTER TO MASTER_LOG_FILE='mariadb-bin.000012', MASTER_LOG_POS=1234;\n")
+
+
+def test_dump_facts_read_the_binlog_position_from_the_header():
+    facts = qd.dump_facts(MARIADB_BINLOG_HEADER)
+    assert (facts["binlog_file"], facts["binlog_position"]) == ("mariadb-bin.000012", 1234)
+
+
+def test_dump_facts_read_the_gtid_and_the_trailer_from_a_tail_cut_mid_line():
+    tail = b"ng, cut)\n-- SET GLOBAL gtid_slave_pos='0-1-123,1-2-5';\n\n-- Dump completed on 2026-12-02  6:38:08\n"
+    facts = qd.dump_facts(tail)
+    assert (facts["gtid"], facts["last_line"].startswith(qd.DUMP_TRAILER)) == ("0-1-123,1-2-5", True)
+
+
+def test_header_read_stops_at_the_first_statement_and_leaves_the_rest_in_the_pipe():
+    read_end, write_end = os.pipe()
+    os.write(write_end, MARIADB_BINLOG_HEADER + b"--\n\nDROP TABLE IF EXISTS `t`;\n")
+    header = qd.read_header(read_end)
+    os.write(write_end, b"CREATE TABLE `t` (\n")
+    os.close(write_end)
+    rest = os.read(read_end, 1024)
+    os.close(read_end)
+    assert (header.endswith(b"DROP TABLE IF EXISTS `t`;\n"), rest) == (True, b"CREATE TABLE `t` (\n")
 
 
 def test_inspector_flags_a_stream_without_its_trailer():
@@ -88,6 +117,8 @@ def test_aborted_upload_leaves_no_object_and_no_pending_upload(aws):
     (["db", "--database", "bad name", "--bucket", "qp-b", "--prefix", "mysql", "--defaults-file", "/x"], "--database"),
     (["db", "--database", "d", "--bucket", "qp-b", "--prefix", "mysql", "--defaults-file", "/x",
       "--compression", "xz"], "--compression"),
+    (["db", "--database", "d", "--bucket", "qp-b", "--prefix", "mysql", "--defaults-file", "/x",
+      "--priority", "fast"], "--priority"),
     (["files", "--bucket", "qp-b", "--prefix", "files"], "--path"),
 ])
 def test_bad_command_line_exits_2_naming_the_field(argv, field, capsys):

@@ -6,16 +6,20 @@ and on an operator's machine through `backupctl db-backup`. Stdlib + boto3 only,
 
     python3 quickport_dump.py db --database DB --bucket B --prefix P \
         (--password-parameter NAME | --defaults-file F) [--user U] [--compression zstd|gzip] \
-        [--socket S | --db-host H [--port N]] [--region R] [--metrics-stack STACK] [--json]
+        [--priority low|idle|normal] [--socket S | --db-host H [--port N]] [--region R] \
+        [--metrics-stack STACK] [--json]
     python3 quickport_dump.py files --bucket B --prefix P --path P [--path P ...] \
         [--host NAME] [--compression zstd|gzip] [--region R] [--json]
 
-Pipeline: mariadb-dump -> (this process: counts rows) -> zstd|gzip -> (this process: SHA-256, parts)
--> S3 multipart upload. Nothing touches local disk except the 0600 client defaults file holding the
-password, removed on exit. The upload is completed only when the dump and the compressor both exited 0
-and the dump ended with its "-- Dump completed" trailer; otherwise it is aborted, so no object ever
-appears at the final key. The manifest is written after the upload, and <prefix>/<db>/latest.json
-after the manifest: a dump is good only if its manifest exists.
+Pipeline: mariadb-dump -> zstd|gzip (reading the dump's pipe itself) -> (this process: SHA-256, parts)
+-> S3 multipart upload; this process reads only the dump's header lines (binlog position) and the
+compressed stream, which a second decompressor checks again to its end. All children run at a low
+CPU and I/O priority (--priority). Nothing touches local disk except the 0600 client defaults file
+holding the password, removed on exit. The upload is completed only when the dump and the compressor
+both exited 0, the uploaded bytes decompress whole and end with the dump's "-- Dump completed"
+trailer; otherwise it is aborted, so no object ever appears at the final key. The manifest is written
+after the upload, and <prefix>/<db>/latest.json after the manifest: a dump is good only if its
+manifest exists. Row counts are not taken here: db-restore-drill counts them from the dump itself.
 
 Exit codes: 0 ok, 1 the backup failed (nothing published), 2 bad usage.
 Only s3:PutObject and s3:AbortMultipartUpload are needed (no reads), plus ssm:GetParameter.
@@ -70,6 +74,14 @@ COMPRESSORS = {
     "zstd": (["zstd", "-q", "-c", "-1"], ["zstd", "-q", "-d", "-c"], ".zst"),
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"], ".gz"),
 }
+PRIORITIES = {
+    # name: (nice increment, ionice arguments) for every process of the dump pipeline, so that the
+    # Laravel app and the GT06 ingestion keep the CPU and the disk. The server's own work is not ours.
+    "low": (10, ["-c", "2", "-n", "7"]),   # best-effort class, lowest level: yields, never starves
+    "idle": (19, ["-c", "3"]),             # disk only when nobody else wants it: may crawl on a busy box
+    "normal": (0, []),
+}
+DEFAULT_PRIORITY = "low"
 DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
 BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -133,6 +145,15 @@ def child_env() -> Dict[str, str]:
     if "HOME" in os.environ:
         env["HOME"] = os.environ["HOME"]
     return env
+
+
+def priority_prefix(priority: str) -> List[str]:
+    """`nice -n N ionice -t -c C [-n L]` before a child's argv (each only if installed; -t: an ionice
+    the kernel refuses still runs the command)."""
+    increment, io = PRIORITIES[priority]
+    nice, ionice = find_program("nice"), find_program("ionice")
+    prefix = [nice, "-n", str(increment)] if increment and nice else []
+    return prefix + ([ionice, "-t", *io] if io and ionice else [])
 
 
 def enlarge_pipe(fileobj: Any) -> None:
@@ -388,133 +409,47 @@ class StreamingUpload:
         return None
 
 
-# --- what the dump contains, read from the stream itself ------------------------------------------
+# --- what the dump says about itself: header and trailer lines -----------------------------------
 
-_QUOTED = re.compile(rb"'[^'\\]*(?:\\.[^'\\]*)*'", re.DOTALL)
-_IDENT = rb"`((?:[^`]|``)+)`"
-_INSERT = re.compile(rb"INSERT INTO " + _IDENT + rb" VALUES ?")
-_CREATE_TABLE = re.compile(rb"CREATE TABLE " + _IDENT + rb" \(")
 _SERVER_VERSION = re.compile(rb"^-- Server version\s+(.+?)\s*$")
-# Views, triggers, routines and events as mariadb-dump/mysqldump write them (one header line each).
-_OBJECTS = (
-    ("views", re.compile(rb"^/\*!50001 VIEW " + _IDENT)),
-    ("triggers", re.compile(rb"^/\*!50003 CREATE\*/ .*?/\*!50003 TRIGGER (?:" + _IDENT + rb"|([^\s`]+))")),
-    ("routines", re.compile(rb"^CREATE (?:DEFINER=.*? )?(?:FUNCTION|PROCEDURE) " + _IDENT)),
-    ("events", re.compile(rb"^/\*!50106 CREATE\*/ .*?/\*!50106 EVENT " + _IDENT)),
-)
+# --master-data=2 --gtid: the binlog position in the header, the GTID position just before the trailer.
+_BINLOG_POSITION = re.compile(rb"^-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);")
+_GTID_POSITION = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)';")
+# The header ends at the first line that is neither a comment nor a /*! ... */ setting.
+_HEADER_END = re.compile(rb"\n[^-/\n]")
+HEADER_LIMIT = 1 * MIB
+TAIL_BYTES = 16 * 1024      # the GTID line and the trailer are the last ~1 KB of every dump
 
 
-class DumpInspector:
-    """Counts rows per table from the dump text as it streams past. The counts describe exactly what
-    the file holds, taken inside the dump's own consistent snapshot (--single-transaction), with no
-    second connection and no extra table scans.
+def dump_facts(text: bytes) -> Dict[str, Any]:
+    """Server version, binlog file/position, GTID position and the last non-empty line, from whole
+    lines of a dump's header or tail (a tail's cut first line matches nothing)."""
+    facts: Dict[str, Any] = {"server_version": None, "binlog_file": None, "binlog_position": None,
+                             "gtid": None, "last_line": b""}
+    for line in text.splitlines():
+        if line.startswith(b"-- "):
+            version, position, gtid = (p.match(line) for p in (_SERVER_VERSION, _BINLOG_POSITION, _GTID_POSITION))
+            if version and facts["server_version"] is None:
+                facts["server_version"] = version.group(1).decode("utf-8", "replace")
+            if position:
+                facts["binlog_file"], facts["binlog_position"] = position.group(1).decode(), int(position.group(2))
+            if gtid:
+                facts["gtid"] = gtid.group(1).decode() or None   # '' on a server that never logged a transaction
+        if line.strip():
+            facts["last_line"] = line
+    return facts
 
-    Works on blocks of whole lines. The dumper escapes newlines inside strings, so a real newline is
-    always outside a string: an INSERT ends at ";\\n", and rows are separated by "),(" (MySQL, one
-    line per statement) or "),\\n(" (MariaDB 10.11+, one line per row) once quoted strings are removed.
-    """
 
-    def __init__(self) -> None:
-        self.tables: Dict[str, int] = {}
-        self.objects: Dict[str, List[str]] = {kind: [] for kind, _ in _OBJECTS}
-        self.server_version: Optional[str] = None
-        self.last_line = b""
-        self._pieces: List[bytes] = []
-        self._insert_table: Optional[str] = None
-        self._separator_pending = False
-
-    @staticmethod
-    def _name(raw: bytes) -> str:
-        return raw.replace(b"``", b"`").decode("utf-8", "replace")
-
-    def _rows(self, buf: bytes, start: int, stop: int) -> int:
-        """Row separators in buf[start:stop], searched in place (no copy of the megabytes flowing past)."""
-        # "),\n(" holds a real newline, so it is never inside a string: counting it needs no parsing.
-        rows = buf.count(b"),\n(", start, stop)
-        if buf.find(b"),(", start, stop) >= 0:  # one-line rows, or a string that looks like a separator
-            segment = buf[start:stop]
-            if b"'" in segment:
-                segment = _QUOTED.sub(b"''", segment)
-            rows += segment.count(b"),(")
-        if self._separator_pending and buf.startswith(b"(", start, stop):
-            rows += 1
-        self._separator_pending = buf.endswith(b"),\n", start, stop)
-        return rows
-
-    def _header_line(self, line: bytes) -> None:
-        if line.startswith(b"CREATE TABLE `"):
-            m = _CREATE_TABLE.match(line)
-            if m:
-                self.tables.setdefault(self._name(m.group(1)), 0)
-        elif line.startswith(b"-- Server version") and self.server_version is None:
-            m = _SERVER_VERSION.match(line)
-            if m:
-                self.server_version = m.group(1).decode("utf-8", "replace")
-        elif line.startswith((b"/*!5", b"CREATE ")):
-            for kind, pattern in _OBJECTS:
-                m = pattern.match(line)
-                if m:
-                    name = self._name(next(g for g in m.groups() if g is not None))
-                    if name not in self.objects[kind]:
-                        self.objects[kind].append(name)
-                    break
-
-    def _block(self, buf: bytes, pos: int, end: int) -> None:
-        """The whole lines buf[pos:end] (buf[end - 1] is a newline)."""
-        while pos < end:
-            if self._insert_table is not None:
-                statement_end = buf.find(b";\n", pos, end)
-                stop = end if statement_end < 0 else statement_end + 2
-                self.tables[self._insert_table] += self._rows(buf, pos, stop)
-                if statement_end >= 0:
-                    self._insert_table = None
-                    self._separator_pending = False
-                    self.last_line = b";"
-                pos = stop
-                continue
-            if buf.startswith(b"INSERT INTO `", pos, end):
-                m = _INSERT.match(buf, pos, end)
-                if m:  # the first row; the rest are counted by their separators
-                    self._insert_table = name = self._name(m.group(1))
-                    self.tables[name] = self.tables.get(name, 0) + 1
-                    self._separator_pending = False
-                    pos = m.end()
-                    continue
-            nl = buf.find(b"\n", pos, end)
-            line = buf[pos:nl]
-            self._header_line(line)
-            if line.strip():
-                self.last_line = line
-            pos = nl + 1
-
-    def feed(self, chunk: bytes) -> None:
-        start = 0
-        if self._pieces:  # finish the line carried over from the previous chunk
-            nl = chunk.find(b"\n")
-            if nl < 0:
-                self._pieces.append(chunk)
-                return
-            self._pieces.append(chunk[:nl + 1])
-            line = b"".join(self._pieces)
-            self._pieces = []
-            self._block(line, 0, len(line))
-            start = nl + 1
-        last_nl = chunk.rfind(b"\n", start)
-        if last_nl >= 0:
-            self._block(chunk, start, last_nl + 1)
-            start = last_nl + 1
-        if start < len(chunk):
-            self._pieces.append(chunk[start:])
-
-    def finish(self) -> None:
-        if self._pieces:
-            line = b"".join(self._pieces) + b"\n"
-            self._block(line, 0, len(line))
-            self._pieces = []
-
-    @property
-    def completed(self) -> bool:
-        return self._insert_table is None and self.last_line.startswith(DUMP_TRAILER)
+def read_header(fd: int) -> bytes:
+    """The dump's first lines, through its binlog position, read with os.read (nothing beyond them is
+    buffered in this process): the compressor then reads the rest of the same pipe itself."""
+    data = bytearray()
+    while len(data) < HEADER_LIMIT and not _HEADER_END.search(data):
+        chunk = os.read(fd, 64 * 1024)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -565,33 +500,16 @@ def _exit_description(proc: subprocess.Popen) -> str:
     return f"exited {code}"
 
 
-def _pump(source, sink, inspect: Optional[Callable[[bytes], None]], errors: List[BaseException]) -> None:
-    """Copy dump output into the compressor, inspecting on the way. Runs in a thread."""
-    try:
-        while True:
-            chunk = source.read(READ_CHUNK)  # buffered: waits for a whole chunk, fewer steps per MiB
-            if not chunk:
-                break
-            if inspect:
-                inspect(chunk)
-            sink.write(chunk)
-    except BaseException as e:  # noqa: BLE001 - handed to the main thread
-        errors.append(e)
-        # Stop reading: the dump then fails on a broken pipe instead of blocking on a full one.
-        with contextlib.suppress(OSError, ValueError):
-            source.close()
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            sink.close()
-
-
-def _upload_stream(source, upload: StreamingUpload, progress: Callable[[str], None]) -> None:
+def _upload_stream(source, upload: StreamingUpload, progress: Callable[[str], None],
+                   tee: Optional[Callable[[bytes], None]] = None) -> None:
     next_report = 64 * MIB
     while True:
         chunk = source.read(READ_CHUNK)
         if not chunk:
             return
         upload.write(chunk)
+        if tee:
+            tee(chunk)
         if upload.bytes >= next_report:
             progress(f"uploaded {upload.bytes / MIB:.0f} MiB compressed ({upload.parts} parts)")
             next_report += 256 * MIB
@@ -637,13 +555,18 @@ SELECT 1 FROM mysql.proc LIMIT 0;
 SELECT (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'TRIGGER')
      + (SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES
         WHERE PRIVILEGE_TYPE = 'TRIGGER' AND '{database}' LIKE TABLE_SCHEMA);
+SELECT @@log_bin, @@server_id;
 """
+# Binlog coordinates of the dump's snapshot, for point-in-time recovery. With --single-transaction
+# MariaDB (5.3+) reads them from the snapshot itself (binlog_snapshot_file/position): no global read
+# lock and no RELOAD or BINLOG MONITOR grant. Passed only when log_bin is ON: otherwise the dump refuses.
+BINLOG_DUMP_OPTIONS = ("--master-data=2", "--gtid")
 
 
-def preflight(defaults_file: str, database: str) -> None:
+def preflight(defaults_file: str, database: str) -> Dict[str, int]:
     """Fail loudly where mariadb-dump would silently leave things out: without SELECT on mysql.proc
     it dumps no routines, without TRIGGER no triggers, and both still exit 0. Also proves the
-    credentials work before anything is uploaded."""
+    credentials work before anything is uploaded. Returns the server's log_bin (0/1) and server_id."""
     client = find_program("mariadb", "mysql")
     if not client:
         raise BackupFailed("neither the mariadb nor the mysql client is installed")
@@ -657,58 +580,135 @@ def preflight(defaults_file: str, database: str) -> None:
             detail += ("; mariadb-dump would silently omit routines: GRANT SELECT ON mysql.proc "
                        "to the backup user")
         raise BackupFailed(f"database pre-flight check failed: {detail}")
-    if out.stdout.split()[-1:] == [b"0"]:
+    lines = out.stdout.decode("utf-8", "replace").split()
+    if lines[:1] == ["0"]:
         raise BackupFailed(f"the database user lacks the TRIGGER privilege on {database}; mariadb-dump "
                            f"would silently omit triggers: GRANT TRIGGER ON `{database}`.* to it")
+    try:
+        return {"log_bin": int(lines[1]), "server_id": int(lines[2])}
+    except (IndexError, ValueError):
+        raise BackupFailed(f"database pre-flight check: unexpected answer {' '.join(lines)!r}") from None
+
+
+def binlog_coordinates(head: Dict[str, Any], tail: Dict[str, Any], server: Dict[str, int]) -> Optional[Dict[str, Any]]:
+    """Where point-in-time replay starts: the snapshot's binlog file/position (header) and GTID position
+    (tail), or None when the server does not log binlogs. With log_bin ON, a dump without them is refused."""
+    if not server["log_bin"]:
+        return None
+    if head["binlog_file"] is None:
+        raise BackupFailed("the server logs binlogs but the dump has no binlog position "
+                           "(its CHANGE MASTER line is missing); point-in-time recovery could not start from it")
+    # 10.11 defers the GTID line to the end of the dump; read the header too for tools that do not.
+    gtid = tail["gtid"] if tail["gtid"] is not None else head["gtid"]
+    return {"file": head["binlog_file"], "position": head["binlog_position"], "gtid": gtid,
+            "server_id": server["server_id"]}
+
+
+class _TailCheck:
+    """Decompresses the uploaded bytes once more, in parallel at C speed, and keeps the last TAIL_BYTES
+    of the dump text: proves the object decompresses whole (zstd's content checksum, gzip's CRC) and
+    ends with the dump's own trailer, without this process reading the raw stream."""
+
+    def __init__(self, reaper: "_Reaper", prefix: List[str], decompress: List[str]) -> None:
+        tail = find_program("tail")
+        if not tail:
+            raise BackupFailed("tail (coreutils) is not installed")
+        self.unpack = reaper.start(prefix + decompress, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        enlarge_pipe(self.unpack.stdin)
+        enlarge_pipe(self.unpack.stdout)
+        self.tail = reaper.start(prefix + [tail, "-c", str(TAIL_BYTES)], stdin=self.unpack.stdout,
+                                 stdout=subprocess.PIPE)
+        assert self.unpack.stdout is not None and self.unpack.stdin is not None   # both are pipes
+        self.unpack.stdout.close()   # tail owns the read end
+        self.sink, self.broken = self.unpack.stdin, False
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.broken:
+            try:
+                self.sink.write(chunk)
+            except BrokenPipeError:   # the decompressor gave up on the stream; its exit status says why
+                self.broken = True
+
+    def finish(self, reaper: "_Reaper", name: str) -> bytes:
+        with contextlib.suppress(BrokenPipeError):
+            self.sink.close()
+        assert self.tail.stdout is not None
+        text = self.tail.stdout.read()
+        self.unpack.wait()
+        self.tail.wait()
+        if self.unpack.returncode != 0 or self.broken:
+            raise BackupFailed(f"the compressed dump does not decompress ({name} {_exit_description(self.unpack)}: "
+                               f"{reaper.message(self.unpack) or 'no message'})")
+        if self.tail.returncode != 0:
+            raise BackupFailed(f"tail {_exit_description(self.tail)}: {reaper.message(self.tail)}")
+        return text
+
+
+def compress_frame(argv: List[str], data: bytes, name: str) -> bytes:
+    """data as one complete zstd frame / gzip member; frames concatenate into one stream."""
+    out = subprocess.run(argv, input=data, capture_output=True, env=child_env(), timeout=300)
+    if out.returncode != 0:
+        raise BackupFailed(f"{name} exited {out.returncode}: {out.stderr.decode('utf-8', 'replace').strip()}")
+    return out.stdout
 
 
 def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str,
-                  compression: str = "zstd", region: Optional[str] = None, s3=None,
-                  progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
+                  compression: str = "zstd", priority: str = DEFAULT_PRIORITY, region: Optional[str] = None,
+                  s3=None, progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
     """Dump one database to S3 and publish its manifest and latest.json. Returns the manifest.
-    Raises BackupFailed (nothing published, upload aborted) on any failure."""
+    Raises BackupFailed (nothing published, upload aborted) on any failure.
+
+    mariadb-dump's stdout is the compressor's stdin: this process reads only the header (os.read, a
+    few KB, compressed as a frame of its own) and then the compressed stream (SHA-256, parts, and a
+    copy to the tail check). Completeness: both exit statuses, the whole object decompressed again
+    and the trailer found at its end."""
     if not DATABASE_RE.match(database):
         raise UsageProblem(f"database {database!r}: must be 1-64 characters A-Z a-z 0-9 _")
+    if priority not in PRIORITIES:
+        raise UsageProblem(f"priority {priority!r}: must be one of {', '.join(PRIORITIES)}")
     compression = choose_compression(compression)
-    compress_argv, _, suffix = COMPRESSORS[compression]
-    dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *DUMP_OPTIONS, "--", database]
-    preflight(defaults_file, database)
+    compress_argv, decompress_argv, suffix = COMPRESSORS[compression]
+    server = preflight(defaults_file, database)
+    options = DUMP_OPTIONS + (BINLOG_DUMP_OPTIONS if server["log_bin"] else ())
+    dump_argv = [dump_program(), f"--defaults-file={defaults_file}", *options, "--", database]
+    gentle = priority_prefix(priority)
     started = utcnow()
     key = dump_key(prefix, database, started, suffix)
-    progress(f"dumping {database} to s3://{bucket}/{key} ({compression})")
-    inspector = DumpInspector()
+    progress(f"dumping {database} to s3://{bucket}/{key} ({compression}, priority {priority})")
     reaper = _Reaper()
     upload: Optional[StreamingUpload] = None
     try:
-        dump = reaper.start(dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-        compressor = reaper.start(compress_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        for pipe in (dump.stdout, compressor.stdin, compressor.stdout):
-            enlarge_pipe(pipe)
+        dump = reaper.start(gentle + dump_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert dump.stdout is not None
+        enlarge_pipe(dump.stdout)
         # boto3 loads while the server starts the dump: about a second of wall time saved.
         upload = StreamingUpload(s3 or s3_client(region), bucket, key, "application/sql",
                                  {"database": database, "compression": compression})
-        pump_errors: List[BaseException] = []
-        pump = threading.Thread(target=_pump, args=(dump.stdout, compressor.stdin, inspector.feed, pump_errors),
-                                daemon=True, name="dump-pump")
-        pump.start()
+        header = read_header(dump.stdout.fileno())
+        head = dump_facts(header)
+        compressor = reaper.start(gentle + compress_argv, stdin=dump.stdout, stdout=subprocess.PIPE)
+        dump.stdout.close()   # the compressor owns the read end: if it dies, the dump fails on EPIPE
+        enlarge_pipe(compressor.stdout)
+        check = _TailCheck(reaper, gentle, decompress_argv)
+        first = compress_frame(gentle + compress_argv, header, compression)
+        upload.write(first)
+        check.feed(first)
         try:
-            _upload_stream(compressor.stdout, upload, progress)
+            _upload_stream(compressor.stdout, upload, progress, check.feed)
         except BaseException:
             reaper.kill_all()
             raise
-        pump.join()
         dump.wait()
         compressor.wait()
-        inspector.finish()
         if dump.returncode != 0:
             raise BackupFailed(f"{os.path.basename(dump_argv[0])} {_exit_description(dump)}: "
                                f"{reaper.message(dump) or 'no message'}")
         if compressor.returncode != 0:
             raise BackupFailed(f"{compression} {_exit_description(compressor)}: {reaper.message(compressor)}")
-        if pump_errors:
-            raise BackupFailed(f"copying the dump to {compression}: {pump_errors[0]}")
-        if not inspector.completed:
+        tail = dump_facts(check.finish(reaper, compression))
+        if not tail["last_line"].startswith(DUMP_TRAILER):
             raise BackupFailed("the dump ended without its '-- Dump completed' trailer (truncated)")
+        binlog = binlog_coordinates(head, tail, server)
         etag = upload.complete()
     except BaseException:
         reaper.kill_all()
@@ -721,16 +721,14 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         "format": MANIFEST_FORMAT, "kind": "database",
         "bucket": bucket, "key": key, "bytes": upload.bytes, "sha256": upload.sha256.hexdigest(),
         "etag": etag, "parts": upload.parts, "compression": compression,
-        "database": database, "server_version": inspector.server_version,
-        "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(DUMP_OPTIONS),
+        "database": database, "server_version": head["server_version"],
+        "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(options), "priority": priority,
         "host": socket.gethostname(),
         "started_at": isoformat(started), "finished_at": isoformat(finished),
-        "tables": dict(sorted(inspector.tables.items())),
-        "objects": {kind: sorted(names) for kind, names in inspector.objects.items()},
+        "binlog": binlog,
     }
     publish(upload.s3, bucket, f"{prefix}/{database}/latest.json", manifest)
-    progress(f"done: {upload.bytes} bytes, {len(inspector.tables)} tables, "
-             f"{sum(inspector.tables.values())} rows, sha256 {upload.sha256.hexdigest()[:12]}")
+    progress(f"done: {upload.bytes} bytes, sha256 {upload.sha256.hexdigest()[:12]}")
     return manifest
 
 
@@ -904,6 +902,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--socket", help="server socket with --password-parameter (default: the client's)")
     db.add_argument("--db-host", help="server host with --password-parameter (default: the client's)")
     db.add_argument("--port", type=int, help="server port with --db-host")
+    db.add_argument("--priority", choices=tuple(PRIORITIES), default=DEFAULT_PRIORITY,
+                    help="CPU/IO priority of the dump pipeline: low (default; nice 10, best-effort 7), "
+                         "idle (nice 19, idle I/O class) or normal")
     db.add_argument("--metrics-stack", type=_pattern("--metrics-stack", STACK_RE, "must be a Pulumi stack name"),
                     help=f"publish DumpSucceeded/DumpBytes/DumpDurationSeconds to CloudWatch namespace "
                          f"{METRICS_NAMESPACE} with dimension Stack=this (best effort)")
@@ -927,7 +928,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         return archive_files(paths=args.paths, bucket=args.bucket, prefix=args.prefix, host=args.host,
                              compression=args.compression, region=args.region)
     common = dict(database=args.database, bucket=args.bucket, prefix=args.prefix,
-                  compression=args.compression, region=args.region)
+                  compression=args.compression, priority=args.priority, region=args.region)
     if args.defaults_file:
         if not os.path.isfile(args.defaults_file):
             raise UsageProblem(f"--defaults-file {args.defaults_file}: no such file")

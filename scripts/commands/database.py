@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db-host", help="server host with --password-parameter")
     p.add_argument("--port", type=port_number, help="server port with --db-host (1-65535)")
     p.add_argument("--compression", choices=tuple(qd.COMPRESSORS), help="default: the stack's dumps.compression")
+    p.add_argument("--priority", choices=tuple(qd.PRIORITIES),
+                   help="CPU/IO priority of the dump pipeline: low (nice 10, I/O best-effort 7), idle "
+                        "(nice 19, I/O idle) or normal (default: the stack's dumps.priority, low)")
     add_common_options(p)
     p.set_defaults(handler=run_db_backup)
 
@@ -153,14 +156,17 @@ def run_db_backup(ctx: Context) -> int:
     request = flow.DumpRequest(
         database=_check(a.database or stack("database"), "--database", DATABASE_RE, DATABASE_RULE),
         bucket=bucket, prefix=prefix, compression=a.compression or stack("compression"),
+        priority=a.priority or stack("priority"),
         defaults_file=defaults_file,
         password_parameter="" if defaults_file else a.password_parameter or stack("password_parameter"),
         user=a.user or ("" if defaults_file else stack("user")), socket=a.socket, db_host=a.db_host, port=a.port)
     manifest = flow.db_backup(ctx, request)
-    rows = sum(manifest["tables"].values())
+    binlog = manifest.get("binlog")
+    position = (f"binlog {binlog['file']}:{binlog['position']} gtid {binlog['gtid'] or '-'}" if binlog
+                else "no binlog (log_bin is OFF: no point-in-time recovery from this dump)")
     ctx.emit(manifest, f"dump s3://{bucket}/{manifest['key']}\n"
                        f"  {manifest['bytes']} bytes {manifest['compression']}, sha256 {manifest['sha256']}\n"
-                       f"  {len(manifest['tables'])} tables, {rows} rows, server {manifest['server_version']}\n"
+                       f"  server {manifest['server_version']}, {position}\n"
                        f"  manifest {qd.manifest_key_for(manifest['key'])}")
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from scripts.aws.errors import AWS_ERRORS, describe
 from scripts.errors import CommandError, UsageError
 from scripts.oplog import operation
 from scripts.workflows.base import Session
+from scripts.workflows.dump_inventory import DumpInspector
 
 # --- dumps in S3 ------------------------------------------------------------------------------------
 
@@ -156,19 +157,28 @@ class Client:
             raise CommandError(f"mariadb: {why}")
         return [line.split("\t") for line in out.stdout.decode("utf-8").splitlines()]
 
-    def restore(self, progress: Callable[[str], None], dump: Path, compression: str, database: str) -> None:
-        """decompressor < dump | mariadb <database>, with progress from the bytes fed in."""
+    def restore(self, progress: Callable[[str], None], dump: Path, compression: str,
+                database: str) -> DumpInspector:
+        """decompressor < dump | mariadb <database>, with progress from the bytes fed in; returns what
+        the dump holds (rows per table, objects), counted by a second decompressor beside the restore
+        so that the restore's own pipe never waits for Python."""
         _, decompress, _ = qd.COMPRESSORS[compression]
         if not qd.find_program(decompress[0]):
             raise CommandError(f"{decompress[0]} is not installed; it is needed to read this dump")
         reaper = qd._Reaper()
         size = dump.stat().st_size
+        inventory = DumpInspector()
         try:
             unpack = reaper.start(decompress, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             assert unpack.stdin is not None and unpack.stdout is not None  # both are pipes
             client = reaper.start([*self.argv, "--binary-mode", "--default-character-set=utf8mb4", database],
                                   stdin=unpack.stdout, stdout=subprocess.DEVNULL)
             unpack.stdout.close()  # the client owns the read end now
+            with open(dump, "rb") as source:
+                count = reaper.start(decompress, stdin=source, stdout=subprocess.PIPE)
+            counter = threading.Thread(target=_inventory, args=(count.stdout, inventory), daemon=True,
+                                       name="inventory")
+            counter.start()
             fed, next_report = 0, 64 * qd.MIB
             with open(dump, "rb") as f:
                 for block in iter(lambda: f.read(qd.MIB), b""):
@@ -184,14 +194,28 @@ class Client:
                 unpack.stdin.close()
             unpack.wait()
             client.wait()
+            counter.join()
+            count.wait()
         except BaseException:
             reaper.kill_all()
             raise
         if client.returncode != 0:
             raise CommandError(f"restore into {database} failed: mariadb {qd._exit_description(client)}: "
                                f"{child_error(reaper.message(client))}")
-        if unpack.returncode != 0:
-            raise CommandError(f"{decompress[0]} {qd._exit_description(unpack)}: {reaper.message(unpack)}")
+        if unpack.returncode != 0 or count.returncode != 0:
+            raise CommandError(f"{decompress[0]} {qd._exit_description(unpack if unpack.returncode else count)}: "
+                               f"{reaper.message(unpack) or reaper.message(count)}")
+        if not inventory.completed:
+            raise CommandError("the dump ends without its '-- Dump completed' trailer; it is truncated")
+        return inventory
+
+
+def _inventory(source, inventory: DumpInspector) -> None:
+    """Feed the decompressed dump to the inspector (a thread: it runs while the restore does)."""
+    with source:
+        for chunk in iter(lambda: source.read(qd.MIB), b""):
+            inventory.feed(chunk)
+    inventory.finish()
 
 
 def sql_string(value: str) -> str:
@@ -227,6 +251,8 @@ def restored_inventory(client: Client, database: str) -> tuple[dict[str, int], d
 
 
 def compare(manifest: dict[str, Any], counts: dict[str, int], objects: dict[str, list[str]]) -> dict[str, Any]:
+    """The restored tables, row counts and objects against `manifest`'s "tables" and "objects" (the
+    drill passes what the dump itself holds, counted as it restored)."""
     expected: dict[str, int] = manifest.get("tables", {})
     tables = []
     for name in sorted(set(expected) | set(counts)):
@@ -249,6 +275,7 @@ class DumpRequest:
     bucket: str
     prefix: str
     compression: str
+    priority: str = qd.DEFAULT_PRIORITY
     defaults_file: Optional[Path] = None      # else the password from the SSM parameter:
     password_parameter: str = ""
     user: str = "backup"
@@ -270,7 +297,7 @@ def db_backup(session: Session, request: DumpRequest) -> dict[str, Any]:
         try:
             with qd.terminate_on_signals():
                 common = dict(database=r.database, bucket=r.bucket, prefix=r.prefix, compression=r.compression,
-                              s3=session.client("s3"), progress=session.progress)
+                              priority=r.priority, s3=session.client("s3"), progress=session.progress)
                 if r.defaults_file:
                     manifest = qd.dump_database(defaults_file=str(r.defaults_file), **common)
                 else:
@@ -356,10 +383,11 @@ def drill(session: Session, request: DrillRequest) -> dict[str, Any]:
             report["sha256"] = download_verified(session, s3, manifest, request.bucket, dump)
             scratch.create()
             session.progress(f"restoring into scratch database {target}")
-            client.restore(session.progress, dump, manifest["compression"], target)
-        session.progress("comparing tables, row counts and objects with the manifest")
+            dumped = client.restore(session.progress, dump, manifest["compression"], target)
+        session.progress("comparing tables, row counts and objects with what the dump holds")
         counts, objects = restored_inventory(client, target)
-        report.update(compare(manifest, counts, objects))
+        expected = {"tables": dumped.tables, "objects": dumped.objects}
+        report.update(compare(expected, counts, objects))
     except (CommandError, qd.Terminated, OSError) as e:   # OSError: a full disk for the download
         scratch.drop()
         leftover = (f"; scratch database {target} was NOT dropped ({report['drop_error']}): drop it by hand"

@@ -1,0 +1,75 @@
+"""The dump manifest's binlog coordinates: where point-in-time replay starts (real MariaDB with binary
+logs, the least-privileged backup user, moto server)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from scripts.agent import quickport_dump
+from tests.fixtures.mariadb import BACKUP_PASSWORD, seed_database
+
+SOURCE = "crm_binlog"
+
+
+@pytest.fixture
+def binlog_defaults(binlog_server, tmp_path) -> str:
+    return binlog_server.defaults_file("backup", BACKUP_PASSWORD, tmp_path)
+
+
+def dump(bucket: str, defaults: str) -> dict:
+    return quickport_dump.dump_database(database=SOURCE, bucket=bucket, prefix="mysql", defaults_file=defaults)
+
+
+def binlog_gtids_from(server, file: str, position: int) -> list[str]:
+    """GTIDs of the transactions in the server's binlog from (file, position) on, read by mariadb-binlog."""
+    out = subprocess.run(["mariadb-binlog", "--start-position", str(position),
+                          str(server.base / "data" / file)], capture_output=True, check=True)
+    return [line.split(b"GTID ", 1)[1].split()[0].decode() for line in out.stdout.splitlines()
+            if b"\tGTID " in line and b" trans" in line]
+
+
+def test_manifest_binlog_matches_the_idle_servers_position(binlog_server, dump_bucket, binlog_defaults):
+    seed_database(binlog_server, SOURCE)
+    [[file, position, *_]] = binlog_server.sql("SHOW MASTER STATUS")
+    [[gtid, server_id]] = binlog_server.sql("SELECT @@gtid_binlog_pos, @@server_id")
+    assert dump(dump_bucket, binlog_defaults)["binlog"] == {
+        "file": file, "position": int(position), "gtid": gtid, "server_id": int(server_id)}
+
+
+def test_replay_from_the_manifest_position_holds_exactly_the_later_transactions(binlog_server, dump_bucket,
+                                                                                 binlog_defaults):
+    seed_database(binlog_server, SOURCE)
+    binlog = dump(dump_bucket, binlog_defaults)["binlog"]
+    for n in range(3):
+        binlog_server.sql(f"INSERT INTO invoices (customer_id, amount, issued) VALUES (1, {n}, '2026-12-01')", SOURCE)
+    domain, server, sequence = binlog["gtid"].split("-")
+    assert binlog_gtids_from(binlog_server, binlog["file"], binlog["position"]) == \
+        [f"{domain}-{server}-{int(sequence) + n}" for n in (1, 2, 3)]
+
+
+def test_dump_of_a_server_without_binlogs_records_null(mariadb_server, dump_bucket, backup_defaults):
+    seed_database(mariadb_server, SOURCE)
+    manifest = quickport_dump.dump_database(database=SOURCE, bucket=dump_bucket, prefix="mysql",
+                                            defaults_file=backup_defaults)
+    assert (manifest["binlog"], "--master-data=2" in manifest["dump_options"]) == (None, False)
+
+
+def test_dump_options_ask_for_the_binlog_position_when_the_server_logs(binlog_server, dump_bucket, binlog_defaults):
+    seed_database(binlog_server, SOURCE)
+    options = dump(dump_bucket, binlog_defaults)["dump_options"]
+    assert ("--master-data=2" in options, "--gtid" in options) == (True, True)
+
+
+def test_a_logging_server_whose_dump_lacks_the_position_is_refused():
+    facts = quickport_dump.dump_facts(b"-- Server version\t10.11.19-MariaDB-log\n-- Dump completed on 2026-12-02\n")
+    with pytest.raises(quickport_dump.BackupFailed, match="no binlog position"):
+        quickport_dump.binlog_coordinates(facts, facts, {"log_bin": 1, "server_id": 1})
+
+
+def test_a_gtid_line_in_the_header_is_used_when_the_tail_has_none():
+    head = quickport_dump.dump_facts(b"-- CHANGE MASTER TO MASTER_LOG_FILE='mariadb-bin.000003', MASTER_LOG_POS=42;\n"
+                                     b"-- SET GLOBAL gtid_slave_pos='0-1-9';\n")
+    tail = quickport_dump.dump_facts(b"-- Dump completed on 2026-12-02\n")
+    assert quickport_dump.binlog_coordinates(head, tail, {"log_bin": 1, "server_id": 1}) == {
+        "file": "mariadb-bin.000003", "position": 42, "gtid": "0-1-9", "server_id": 1}
