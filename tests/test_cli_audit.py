@@ -635,6 +635,12 @@ def test_a_deleted_alarm_fails_the_audit(account):
     assert check == {"name": "alarms", "status": "FAIL", "detail": "quickport-prod-backup-job-missing does not exist"}
 
 
+def test_a_missing_binlog_alarm_fails_the_audit_while_binlog_shipping_is_enabled(account):
+    account.client("cloudwatch").delete_alarms(AlarmNames=["quickport-prod-binlog-lag"])
+    check = audit_check(account, "alarms")
+    assert check == {"name": "alarms", "status": "FAIL", "detail": "quickport-prod-binlog-lag does not exist"}
+
+
 def test_an_alarm_not_evaluated_yet_is_could_not_check(account):
     account.client("cloudwatch").set_alarm_state(AlarmName="quickport-prod-backup-job-missing",
                                                  StateValue="INSUFFICIENT_DATA", StateReason="new")

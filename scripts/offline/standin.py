@@ -166,13 +166,15 @@ def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True,
           for prefix in prefixes)]})
 
 
-def build_monitoring(region: str, stack: str, database: str, vault: str, trail_bucket: str) -> list[str]:
-    """What BackupMonitoring leaves: its alarms (OK in the emulator, which never evaluates them) and a
-    logging multi-region trail into its bucket. Returns the alarm names."""
+def build_monitoring(region: str, stack: str, database: str, vault: str, trail_bucket: str,
+                     binlog_interval_seconds: Optional[int] = 30) -> list[str]:
+    """What BackupMonitoring leaves: its alarms (OK in the emulator, which never evaluates them; the
+    binlog ones unless binlog_interval_seconds is None, as with binlog.enabled false) and a logging
+    multi-region trail into its bucket. Returns the alarm names."""
     from components.signals import alarm_specs, resource_name
     cloudwatch = new_client("cloudwatch", region)
     names = []
-    for spec in alarm_specs(stack, database, vault):
+    for spec in alarm_specs(stack, database, vault, binlog_interval_seconds):
         names.append(resource_name(stack, spec.key))
         cloudwatch.put_metric_alarm(
             AlarmName=names[-1], Namespace=spec.namespace, MetricName=spec.metric, Statistic=spec.statistic,

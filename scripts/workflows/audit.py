@@ -338,8 +338,9 @@ def check_alarms(scope: AuditScope) -> Check:
     """Every dead-man's-switch alarm exists, and none is in ALARM."""
     name, cfg = "alarms", scope.config
     prefix = resource_name(cfg.stack, "")
+    interval = cfg.binlog.interval_seconds if cfg.binlog.enabled else None   # as BackupMonitoringArgs
     expected = {resource_name(cfg.stack, spec.key)
-                for spec in alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name)}
+                for spec in alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name, interval)}
     alarms = {a["AlarmName"]: a for a in monitoringapi.alarms_named_with_prefix(scope.client("cloudwatch"), prefix)}
     missing = sorted(expected - set(alarms))
     firing = [a for a in alarms.values() if a.get("StateValue") == "ALARM"]
