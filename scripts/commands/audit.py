@@ -80,5 +80,5 @@ def run_audit(ctx: Context) -> int:
                f"{len(failed)} of {len(checks)} checks not ok: {', '.join(failed)}")
     text = (f"Audit of {ctx.instance_id} in {ctx.region} against the backup strategy "
             f"({utcnow():%Y-%m-%d %H:%M}Z)\n\n{render_table(checks)}\n\n{summary}")
-    ctx.emit({"checks": [asdict(c) for c in checks], "ok": ok}, text)
+    ctx.emit({"checks": [{k: v for k, v in asdict(c).items() if v is not None} for c in checks], "ok": ok}, text)
     return EXIT_OK if ok else EXIT_FAILED
