@@ -1203,3 +1203,11 @@ def test_guard_rails_detached_fail(account):
     check = audit_check(account, "guard-rails-attached")
     assert check["status"] == "FAIL" and check["detail"] == (
         "quickport-backup-operator-guard-rails is attached to nobody; not to group quickport-operators")
+
+
+def test_the_audit_help_describes_every_check():
+    from scripts import cli
+    from scripts.workflows.audit import CHECKS
+    out = cli.build_parser()._subparsers._group_actions[0].choices["audit"].format_help()
+    assert [name for name, _ in CHECKS if name.removesuffix("s") not in out] == []   # "baseline <name>"
+    assert "4 x binlog.intervalSeconds + 60 s" in out
