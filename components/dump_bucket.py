@@ -42,6 +42,9 @@ class DumpBucketArgs:
     retention_days: int = 30               # current dumps expire after this many days
     noncurrent_retention_days: int = 7     # overwritten/deleted versions kept max(7, this) days
     abort_incomplete_upload_days: int = 1  # a failed multipart dump stops costing money after a day
+    binlog_prefix: str = "binlog"          # point-in-time binlog segments live under <binlog_prefix>/
+    binlog_retention_days: int = 37        # current segments expire after this (>= retention_days: they
+                                           # extend every dump that is kept; policy binlog-retention-covers-dumps)
     # Default retention of every version written (dumps, manifests, latest.json, file archives,
     # binlog segments): governance for the dump retention days.
     object_lock: ObjectLock = field(default_factory=ObjectLock)
@@ -51,6 +54,7 @@ class DumpBucketArgs:
         d = cfg.dumps
         return cls(bucket_name=d.bucket_name, prefix=d.prefix, files_prefix=d.files_prefix,
                    retention_days=d.retention_days, noncurrent_retention_days=d.noncurrent_retention_days,
+                   binlog_prefix=cfg.binlog.prefix, binlog_retention_days=cfg.binlog.retention_days,
                    object_lock=d.object_lock)
 
 
@@ -197,6 +201,11 @@ class DumpBucket(pulumi.ComponentResource):
         # restore-files hand-offs are ciphertext whose key died with the CLI run; a week's expiry keeps
         # the bucket tidy without going under the 7-day retention floor.
         expiry.append(ExpiryRule(f"expire-{RESTORES_PREFIX}", RESTORES_PREFIX, MIN_NONCURRENT_DAYS))
+        # Declared whether or not binlog.enabled: segments shipped while it was on still expire. The
+        # Object Lock default retention (dumps.objectLock.days) holds each segment version that long
+        # whatever this rule says; the rule only decides when it stops being current.
+        expiry.append(ExpiryRule(f"expire-{args.binlog_prefix.replace('/', '-')}", args.binlog_prefix,
+                                 args.binlog_retention_days))
         parts = hardened_bucket(
             self, name, args.bucket_name, self.key.arn, object_lock=args.object_lock, expiry=expiry,
             noncurrent_days=max(MIN_NONCURRENT_DAYS, args.noncurrent_retention_days),

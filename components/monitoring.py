@@ -42,8 +42,8 @@ class BackupMonitoringArgs:
     trail: str = "create"                          # create: declare the trail; existing: the account has one
     trail_bucket_name: str = "quickport-prod-db-dumps-trail"
     trail_log_days: int = 90                       # trail logs are locked (governance) and kept this long
-    # None: no binlog alarms (the point-in-time shipper is not deployed yet); set it to the shipper's
-    # intervalSeconds (signals.BINLOG_INTERVAL_SECONDS) once quickport-backup:binlog exists.
+    # The shipper's binlog.intervalSeconds: the binlog-lag/-silent/-chain-broken alarms. None (binlog.enabled
+    # false): no binlog alarms, which would otherwise sit in ALARM for ever (missing data is breaching).
     binlog_interval_seconds: Optional[int] = None
 
     @classmethod
@@ -51,7 +51,8 @@ class BackupMonitoringArgs:
         return cls(stack=cfg.stack, region=cfg.region, database=cfg.dumps.database,
                    vault_name=cfg.backup.vault_name, dump_document_name=dump_document_name,
                    dump_bucket_name=cfg.dumps.bucket_name, alert_email=cfg.backup.alert_email,
-                   trail=cfg.monitoring.trail, trail_bucket_name=cfg.monitoring.trail_bucket_name)
+                   trail=cfg.monitoring.trail, trail_bucket_name=cfg.monitoring.trail_bucket_name,
+                   binlog_interval_seconds=cfg.binlog.interval_seconds if cfg.binlog.enabled else None)
 
     @property
     def watched_buckets(self) -> list[str]:

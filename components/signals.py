@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 METRICS_NAMESPACE = "QuickportBackup"
 DUMP_METRICS = ("DumpSucceeded", "DumpBytes", "DumpDurationSeconds")
-# Published by the point-in-time shipper (branch pitr) under the same namespace and dimensions.
+# Published by the point-in-time shipper (scripts/agent/binlog_ship.py) under the same namespace and dimensions.
 BINLOG_METRICS = ("BinlogShipLagSeconds", "BinlogChainBroken", "BinlogSegmentsShipped")
-# The shipper's default quickport-backup:binlog.intervalSeconds. The binlog alarms are declared only
-# when BackupMonitoringArgs.binlog_interval_seconds is set: until the shipper runs, its alarms would
-# sit in ALARM for ever (missing data is breaching). Wire it to the binlog config key when it lands.
+# The shipper's default quickport-backup:binlog.intervalSeconds. The binlog alarms are declared when
+# binlog.enabled (BackupMonitoringArgs.from_config passes binlog.intervalSeconds); without a shipper
+# they would sit in ALARM for ever (missing data is breaching).
 BINLOG_INTERVAL_SECONDS = 30
 BINLOG_LAG_INTERVALS = 4            # "behind by more than a few intervals"
 BINLOG_SILENT_MINUTES = 10

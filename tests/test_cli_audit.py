@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import boto3
 import pytest
+import yaml
 from botocore.stub import ANY, Stubber
 
 from components.config import AirGappedVault, load_stack_config
@@ -28,6 +31,7 @@ from scripts.offline.stubs import PartialStubber
 from scripts.workflows.audit import AuditScope, check_air_gapped_vault
 from tests.fixtures.aws_account import BASELINE, Prod
 from tests.fixtures.cli import Backupctl
+from tests.fixtures.mariadb import BACKUP_PASSWORD, seed_database
 
 REGION = "ap-south-1"
 VAULT = "quickport-prod-vault"
@@ -125,9 +129,15 @@ def _lock(snapshot_id: str, state: str = "governance", days_left: int = 20) -> d
             "LockExpiresOn": _now() + dt.timedelta(days=days_left)}
 
 
-def _write_dump(s3, age_hours: float = 2.0) -> None:
+# The dump's binlog coordinates as issue 12's agent records them (mariadb-dump --master-data=2 --gtid);
+# until that agent is merged, the tests add the field to the manifest the real publish() writes.
+COORDINATES = {"file": "mariadb-bin.000012", "position": 1234, "gtid": "0-1-123", "server_id": 1}
+NO_FIELD = object()
+
+
+def _write_dump(s3, age_hours: float = 2.0, binlog: Any = COORDINATES, latest: bool = True) -> dict:
     """A good dump as scripts/agent/quickport_dump.py leaves it: the object, then publish() writes the
-    manifest and latest.json."""
+    manifest and latest.json (latest=False: the manifest only, an older dump). Returns the manifest."""
     end = _now() - dt.timedelta(hours=age_hours)
     key = f"mysql/{DB}/{end:%Y/%m/%d}/{DB}-{end:%Y%m%dT%H%M%SZ}.sql.zst"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"dump bytes")
@@ -135,7 +145,59 @@ def _write_dump(s3, age_hours: float = 2.0) -> None:
                 "bytes": 10, "sha256": "0" * 64, "compression": "zstd", "database": DB,
                 "started_at": quickport_dump.isoformat(end - dt.timedelta(minutes=5)),
                 "finished_at": quickport_dump.isoformat(end), "tables": {}}
-    quickport_dump.publish(s3, BUCKET, f"mysql/{DB}/latest.json", manifest)
+    if binlog is not NO_FIELD:
+        manifest["binlog"] = binlog
+    if latest:
+        quickport_dump.publish(s3, BUCKET, f"mysql/{DB}/latest.json", manifest)
+    else:
+        s3.put_object(Bucket=BUCKET, Key=quickport_dump.manifest_key_for(key), Body=json.dumps(manifest).encode())
+    return manifest
+
+
+def _ago(**delta: float) -> str:
+    return quickport_dump.isoformat(_now() - dt.timedelta(**delta))
+
+
+def _write_chain(s3, *, started_hours: float = 30, server_id: int = 1,
+                 segments: tuple[tuple[int, float], ...] = ((11, 20), (12, 1.5), (13, 0.2)),
+                 confirmed: Optional[int] = 14, confirmed_seconds: float = 5, closed: Optional[dict] = None,
+                 prefix: str = "binlog") -> str:
+    """A chain exactly as the shipper leaves it (pitr_contract.md): each segment object, its manifest,
+    then the index. `segments` are (sequence number, hours since its last event). Returns the chain id."""
+    started = _now() - dt.timedelta(hours=started_hours)
+    chain = f"{started:%Y%m%dT%H%M%SZ}-s{server_id}"
+    entries, previous = [], None
+    for seq, hours in segments:
+        file = f"mariadb-bin.{seq:06d}"
+        key, body = f"{prefix}/{chain}/{file}", f"raw binlog {seq}".encode()
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body, ContentType="application/octet-stream",
+                      ChecksumAlgorithm="CRC32")
+        entry = {"file": file, "key": key, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                 "first_gtid": f"0-{server_id}-{seq * 10}", "last_gtid": f"0-{server_id}-{seq * 10 + 9}",
+                 "first_event_at": _ago(hours=hours + 0.5), "last_event_at": _ago(hours=hours)}
+        s3.put_object(Bucket=BUCKET, Key=key + ".json", Body=json.dumps({
+            "format": "quickport-binlog-segment/1", "chain": chain, "server_id": server_id, **entry,
+            "end_position": len(body), "previous_file": previous, "shipped_at": _ago(hours=hours)}).encode())
+        entries.append(entry)
+        previous = file
+    first = segments[0][0] if segments else confirmed
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{chain}/index.json", Body=json.dumps({
+        "format": "quickport-binlog-index/1", "chain": chain, "server_id": server_id, "host": "ip-10-0-0-5",
+        "started_at": quickport_dump.isoformat(started), "first_file": f"mariadb-bin.{first:06d}",
+        "segments": entries, "confirmed_at": _ago(seconds=confirmed_seconds),
+        "confirmed_file": f"mariadb-bin.{confirmed:06d}" if confirmed else None, "confirmed_position": 385,
+        "closed": closed}).encode())
+    return chain
+
+
+def _write_gap(s3, chain: str, hours: float, reason: str = "purged before shipped") -> str:
+    detected = _now() - dt.timedelta(hours=hours)
+    key = f"binlog/gaps/{detected:%Y%m%dT%H%M%SZ}-{chain}.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({
+        "format": "quickport-binlog-gap/1", "chain": chain, "detected_at": quickport_dump.isoformat(detected),
+        "after_file": "mariadb-bin.000012", "missing_from": "mariadb-bin.000013", "reason": reason,
+        "latest_restorable_at": _ago(hours=hours + 0.1)}).encode())
+    return key
 
 
 GOOD_PLAN_RULE = {"ScheduleExpression": "cron(0 20 * * ? *)", "Lifecycle": {"DeleteAfterDays": 7}}
@@ -158,6 +220,7 @@ def account(encrypted_prod_instance, plan_rule, backupctl) -> Account:
                                  rule={} if plan_rule is None else plan_rule)
     standin.build_dump_bucket(REGION, BUCKET, object_lock=("GOVERNANCE", 30))
     _write_dump(prod.client("s3"))
+    _write_chain(prod.client("s3"))   # the shipper's chain holding the dump's binlog file, confirmed 5 s ago
     prod.client("ec2").enable_ebs_encryption_by_default()
     standin.build_monitoring(REGION, "prod", DB, VAULT, TRAIL_BUCKET)
     standin.build_guard_rails(REGION, ("quickport-operators",), "quickport-backup-operator-guard-rails")
@@ -635,6 +698,12 @@ def test_a_deleted_alarm_fails_the_audit(account):
     assert check == {"name": "alarms", "status": "FAIL", "detail": "quickport-prod-backup-job-missing does not exist"}
 
 
+def test_a_missing_binlog_alarm_fails_the_audit_while_binlog_shipping_is_enabled(account):
+    account.client("cloudwatch").delete_alarms(AlarmNames=["quickport-prod-binlog-lag"])
+    check = audit_check(account, "alarms")
+    assert check == {"name": "alarms", "status": "FAIL", "detail": "quickport-prod-binlog-lag does not exist"}
+
+
 def test_an_alarm_not_evaluated_yet_is_could_not_check(account):
     account.client("cloudwatch").set_alarm_state(AlarmName="quickport-prod-backup-job-missing",
                                                  StateValue="INSUFFICIENT_DATA", StateReason="new")
@@ -780,6 +849,262 @@ def test_lifecycle_missing_the_files_rule_fails(account):
     assert "no rule expiring files/" in audit_check(account, "dump-bucket-lifecycle")["detail"]
 
 
+def _binlog_lifecycle(account, binlog_rule: Optional[dict], *extra: dict):
+    _lifecycle(account, {"ID": "abort", "Status": "Enabled", "Filter": {},
+                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+               *({"ID": f"expire-{p}", "Status": "Enabled", "Filter": {"Prefix": f"{p}/"}, "Expiration": {"Days": 30},
+                  "NoncurrentVersionExpiration": {"NoncurrentDays": 7}} for p in ("mysql", "files")),
+               *([binlog_rule] if binlog_rule else []), *extra)
+
+
+def _binlog_rule(days: int) -> dict:
+    return {"ID": "expire-binlog", "Status": "Enabled", "Filter": {"Prefix": "binlog/"}, "Expiration": {"Days": days},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 7}}
+
+
+def test_lifecycle_expiring_binlog_segments_before_the_binlog_retention_fails(account):
+    _binlog_lifecycle(account, _binlog_rule(20))
+    check = audit_check(account, "dump-bucket-lifecycle")
+    assert check == {"name": "dump-bucket-lifecycle", "status": "FAIL",
+                     "detail": "rule expire-binlog expires binlog/ segments after 20 days; binlog.retentionDays is 37"}
+
+
+def test_lifecycle_without_a_binlog_rule_fails(account):
+    _binlog_lifecycle(account, None)
+    assert audit_check(account, "dump-bucket-lifecycle")["detail"] == \
+        "no rule expiring binlog/ (binlog.retentionDays is 37)"
+
+
+def test_a_bucket_wide_expiry_reaching_the_binlog_prefix_fails(account):
+    _binlog_lifecycle(account, _binlog_rule(37), {"ID": "everything", "Status": "Enabled", "Filter": {},
+                                                  "Expiration": {"Days": 31}})
+    detail = audit_check(account, "dump-bucket-lifecycle")["detail"]
+    assert "rule everything expires binlog/ segments after 31 days; binlog.retentionDays is 37" in detail
+
+
+def test_the_binlog_rule_is_ok_and_named_in_the_lifecycle_detail(account):
+    check = audit_check(account, "dump-bucket-lifecycle")
+    assert check["status"] == "ok" and check["detail"].endswith("binlog/ segments kept >= 37 days")
+
+
+def _binlog_config(account, **changes):
+    """Rewrite the account's stack config with quickport-backup:binlog changed."""
+    doc = yaml.safe_load(account.config_file.read_text())
+    doc["config"]["quickport-backup:binlog"].update(changes)
+    account.config_file.write_text(yaml.safe_dump(doc))
+
+
+def test_without_binlog_shipping_the_binlog_rule_and_both_pitr_checks_are_skipped(account):
+    _binlog_config(account, enabled=False)
+    _binlog_lifecycle(account, None)
+    _drop_binlog(account.client("s3"))
+    account.client("cloudwatch").delete_alarms(AlarmNames=[f"quickport-prod-binlog-{k}"
+                                                           for k in ("lag", "silent", "chain-broken")])
+    rc, doc = run_audit(account)
+    assert status_of(doc, "binlog-shipping") == {"name": "binlog-shipping", "status": "ok",
+                                                 "detail": "skipped: binlog.enabled is false"}
+    assert status_of(doc, "pitr-window") == {"name": "pitr-window", "status": "ok",
+                                             "detail": "skipped: binlog.enabled is false"}
+    assert rc == 0, [c for c in doc["checks"] if c["status"] != "ok"]
+
+
+# --- point-in-time recovery: binlog-shipping ----------------------------------------------------
+
+SHIPPING_OK = re.compile(
+    r"chain \d{8}T\d{6}Z-s1: confirmed \d+ s ago \(threshold 180 s = 4 x 30 s interval \+ 60 s\), 3 segments, "
+    r"last mariadb-bin\.000013; latest dump starts at mariadb-bin\.000012:1234, no gap since it$")
+
+
+def test_a_recently_confirmed_chain_holding_the_latest_dump_is_ok(account):
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "ok" and SHIPPING_OK.match(check["detail"]), check["detail"]
+
+
+def test_an_idle_database_is_not_stale_while_the_shipper_confirms(account):
+    # Newest segment event 3 h old, but confirmed_at 5 s ago: nothing to ship is not falling behind.
+    _write_chain(account.client("s3"), started_hours=20, segments=((12, 3),), confirmed=13)
+    assert audit_check(account, "binlog-shipping")["status"] == "ok"
+
+
+def test_a_chain_not_confirmed_for_ten_minutes_fails_with_the_threshold(account):
+    _write_chain(account.client("s3"), started_hours=20, confirmed_seconds=600)
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL"
+    assert re.search(r"last confirmed (59\d|60\d) s ago|last confirmed 10 min ago", check["detail"]), check["detail"]
+    assert "(threshold 180 s = 4 x 30 s interval + 60 s): the shipper is behind or stopped" in check["detail"]
+
+
+def test_the_staleness_threshold_follows_the_interval(account):
+    _write_chain(account.client("s3"), started_hours=20, confirmed_seconds=150)
+    assert audit_check(account, "binlog-shipping")["status"] == "ok"   # 150 s < 4 x 30 + 60
+    _binlog_config(account, intervalSeconds=10, rpoBoundSeconds=60)
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL" and "(threshold 100 s = 4 x 10 s interval + 60 s)" in check["detail"]
+
+
+def test_no_chain_at_all_fails(account):
+    _drop_binlog(account.client("s3"))
+    check = audit_check(account, "binlog-shipping")
+    assert check == {"name": "binlog-shipping", "status": "FAIL", "detail": (
+        f"no binlog chain under s3://{BUCKET}/binlog/: nothing was ever shipped (is the quickport-binlog service "
+        "running on the instance?)")}
+
+
+def test_a_gap_after_the_latest_dump_fails_naming_it(account):
+    s3 = account.client("s3")
+    chain = s3api_chain_id(s3)
+    _write_gap(s3, chain, hours=1)
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL"
+    assert re.search(rf"gap recorded at \S+Z in chain {chain} \(purged before shipped, missing from "
+                     r"mariadb-bin\.000013\) after the latest dump: no restore past \S+Z until the next dump",
+                     check["detail"]), check["detail"]
+
+
+def test_a_gap_before_the_latest_dump_is_history(account):
+    s3 = account.client("s3")
+    _write_gap(s3, "20261101T000000Z-s1", hours=5, reason="server id changed")
+    assert audit_check(account, "binlog-shipping")["status"] == "ok"
+
+
+@pytest.mark.parametrize("binlog, why", [
+    (NO_FIELD, "records no binlog coordinates (written by a dump agent older than the coordinates; update the SSM "
+               "document): point-in-time replay has no starting point"),
+    (None, "has binlog: null (log_bin was OFF on the server when it was dumped): point-in-time replay has no "
+           "starting point")])
+def test_a_latest_dump_without_binlog_coordinates_fails_naming_why(account, binlog, why):
+    manifest = _write_dump(account.client("s3"), age_hours=1, binlog=binlog)
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL"
+    assert check["detail"] == f"latest dump {manifest['key']}.manifest.json {why}"
+
+
+def test_a_latest_dump_whose_binlog_file_no_live_chain_holds_fails(account):
+    manifest = _write_dump(account.client("s3"), age_hours=1, binlog={**COORDINATES, "file": "mariadb-bin.000031"})
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL" and check["detail"] == (
+        f"latest dump {manifest['key']}.manifest.json starts at mariadb-bin.000031:1234 (server 1), "
+        "which no live chain holds")
+
+
+def test_a_chain_of_another_server_does_not_hold_the_dump(account):
+    _write_dump(account.client("s3"), age_hours=1, binlog={**COORDINATES, "server_id": 2})
+    assert "(server 2), which no live chain holds" in audit_check(account, "binlog-shipping")["detail"]
+
+
+def test_a_closed_newest_chain_fails(account):
+    _write_chain(account.client("s3"), started_hours=10, closed={"at": _ago(minutes=30), "reason": "server id changed"})
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "FAIL"
+    assert re.search(r"newest chain \S+-s1 was closed at \S+Z \(server id changed\) and no chain follows it",
+                     check["detail"]), check["detail"]
+
+
+def _drop_binlog(s3) -> None:
+    """Delete every current object under binlog/ (delete markers: Object Lock keeps the versions)."""
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="binlog/").get("Contents", []):
+        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+
+
+def s3api_chain_id(s3) -> str:
+    """The fixture's one chain id."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="binlog/").get("Contents", [])]
+    return next(k.split("/")[1] for k in keys if k.endswith("/index.json"))
+
+
+# --- point-in-time recovery: pitr-window --------------------------------------------------------
+
+def _window(account) -> dict:
+    _, doc = run_audit(account)
+    return status_of(doc, "pitr-window")
+
+
+def _hours_ago(stamp: str) -> float:
+    return (_now() - dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds() / 3600
+
+
+def test_the_window_runs_from_the_dump_to_the_shippers_last_confirmation(account):
+    check = _window(account)
+    assert check["status"] == "ok"
+    assert re.fullmatch(r"restorable from \S+Z \(2\.0 h ago\) to \S+Z \(\d+ s ago\)", check["detail"]), \
+        check["detail"]
+    assert abs(_hours_ago(check["data"]["earliest"]) - 2) < 0.01
+    assert _hours_ago(check["data"]["latest"]) * 3600 < 60
+    assert check["data"]["windows"] == [{"from": check["data"]["earliest"], "to": check["data"]["latest"]}]
+
+
+def test_the_window_reaches_back_to_the_oldest_covered_dump_with_coordinates(account):
+    s3 = account.client("s3")
+    _write_dump(s3, age_hours=26, binlog={**COORDINATES, "file": "mariadb-bin.000011"}, latest=False)
+    _write_dump(s3, age_hours=50, binlog=NO_FIELD, latest=False)   # before the coordinates: no start point
+    check = _window(account)
+    assert check["status"] == "ok" and "(26.0 h ago)" in check["detail"]
+    assert abs(_hours_ago(check["data"]["earliest"]) - 26) < 0.01
+
+
+def test_a_hole_in_the_chain_ends_the_window_before_it(account):
+    s3 = account.client("s3")
+    _drop_binlog(s3)
+    _write_chain(s3, started_hours=28, segments=((11, 20), (13, 0.2)), confirmed=14)   # 000012 never shipped
+    _write_dump(s3, age_hours=26, binlog={**COORDINATES, "file": "mariadb-bin.000011"}, latest=False)
+    check = _window(account)
+    assert check["status"] == "ok"
+    assert abs(_hours_ago(check["data"]["earliest"]) - 26) < 0.01
+    assert abs(_hours_ago(check["data"]["latest"]) - 20) < 0.01   # 000011's last event; not past the hole
+
+
+def test_a_gap_splits_the_window_in_two(account):
+    s3 = account.client("s3")
+    old = s3api_chain_id(s3)
+    s3.put_object(Bucket=BUCKET, Key=f"binlog/{old}/index.json", Body=json.dumps({
+        **json.loads(s3.get_object(Bucket=BUCKET, Key=f"binlog/{old}/index.json")["Body"].read()),
+        "segments": [], "confirmed_file": None, "closed": {"at": _ago(hours=1.9), "reason": "purged before shipped"}
+    }).encode())
+    _write_chain(s3, started_hours=29, segments=((11, 20), (12, 1.95)), confirmed=None,
+                 closed={"at": _ago(hours=1.9), "reason": "purged before shipped"})
+    _write_dump(s3, age_hours=26, binlog={**COORDINATES, "file": "mariadb-bin.000011"}, latest=False)
+    _write_chain(s3, started_hours=1, segments=((20, 0.5),), confirmed=21)
+    _write_dump(s3, age_hours=0.75, binlog={**COORDINATES, "file": "mariadb-bin.000020"})
+    check = _window(account)
+    assert check["status"] == "ok" and " in 2 windows (" in check["detail"]
+    first, second = check["data"]["windows"]
+    assert abs(_hours_ago(first["from"]) - 26) < 0.01 and abs(_hours_ago(first["to"]) - 1.95) < 0.01
+    assert abs(_hours_ago(second["from"]) - 0.75) < 0.01 and _hours_ago(second["to"]) * 3600 < 60
+
+
+def test_no_dump_a_chain_holds_means_no_window_and_fails(account):
+    s3 = account.client("s3")
+    _write_dump(s3, age_hours=1, binlog={**COORDINATES, "file": "mariadb-bin.000031"})
+    _drop_binlog(s3)
+    _write_chain(s3, started_hours=0.5, segments=(), confirmed=40)
+    check = _window(account)
+    assert check["status"] == "FAIL" and check["data"] == {"earliest": None, "latest": None, "windows": []}
+    assert check["detail"] == ("no point-in-time window: 2 dumps (2 with binlog coordinates), 1 chains, and no "
+                               "chain holds a dump's binlog file")
+
+
+def test_the_window_of_a_real_dump_starts_at_its_recorded_coordinates(account, binlog_server, tmp_path):
+    """The real agent dumps a binlog server; its coordinates (as issue 12 records them, read here from
+    SHOW MASTER STATUS right after the dump) start the window."""
+    seed_database(binlog_server, DB)
+    s3 = account.client("s3")
+    _drop_binlog(s3)   # only the chain written below: the fixture's would cover its older dump
+    manifest = quickport_dump.dump_database(database=DB, bucket=BUCKET, prefix="mysql", s3=s3,
+                                            defaults_file=binlog_server.defaults_file("backup", BACKUP_PASSWORD,
+                                                                                      tmp_path),
+                                            progress=lambda _: None)
+    [[file, position, *_]] = binlog_server.sql("SHOW MASTER STATUS;")
+    server_id = int(binlog_server.sql("SELECT @@server_id;")[0][0])
+    manifest["binlog"] = {"file": file, "position": int(position), "gtid": None, "server_id": server_id}
+    quickport_dump.publish(s3, BUCKET, f"mysql/{DB}/latest.json", manifest)
+    seq = int(file.rsplit(".", 1)[1])
+    _write_chain(s3, started_hours=0.2, server_id=server_id, segments=(), confirmed=seq, confirmed_seconds=1)
+    _, doc = run_audit(account)
+    assert status_of(doc, "binlog-shipping")["status"] == "ok", status_of(doc, "binlog-shipping")
+    window = status_of(doc, "pitr-window")
+    assert window["status"] == "ok" and window["data"]["earliest"] == manifest["finished_at"]
+
+
 # --- encryption ---------------------------------------------------------------------------------
 
 def test_encrypted_root_volume_is_ok(account):
@@ -910,3 +1235,11 @@ def test_a_manifest_finished_in_the_future_fails(account):
 def test_a_manifest_finished_a_minute_ahead_is_clock_skew_and_ok(account):
     _rewrite_latest_manifest(account, finished_at=quickport_dump.isoformat(_now() + dt.timedelta(minutes=1)))
     assert audit_check(account, "dump-fresh")["status"] == "ok"
+
+
+def test_the_audit_help_describes_every_check():
+    from scripts import cli
+    from scripts.workflows.audit import CHECKS
+    out = cli.build_parser()._subparsers._group_actions[0].choices["audit"].format_help()
+    assert [name for name, _ in CHECKS if name.removesuffix("s") not in out] == []   # "baseline <name>"
+    assert "4 x binlog.intervalSeconds + 60 s" in out

@@ -168,12 +168,51 @@ def test_bad_flag_value_exits_2_naming_the_flag(flag, value, backupctl):
     assert result.code == 2 and flag in err and "must be" in err and len(err.strip().splitlines()) == 1
 
 
-def test_alarms_and_dump_metrics_are_a_fixed_monthly_line(run_cost):
+def _binlog(instance, **changes):
+    binlog = {**instance.stack_config()["config"]["quickport-backup:binlog"], **changes}
+    instance.write_config(instance.config_file, binlog=binlog)
+
+
+def test_alarms_and_metrics_are_a_fixed_monthly_line(run_cost):
     _, doc = run_cost("--usd-inr", "100")
-    fee = line(doc, "alarms and dump metrics")
-    # 2 alarms x 0.10 + 3 custom metrics x 0.30 (before the always-free tier)
-    assert (fee["gb_month"], fee["usd"], fee["inr"]) == (0.0, pytest.approx(1.1), pytest.approx(110.0))
+    fee = line(doc, "alarms and metrics")
+    # 5 alarms (2 + 3 binlog) x 0.10 + 6 custom metrics (3 dump + 3 binlog) x 0.30 (before the always-free tier)
+    assert (fee["gb_month"], fee["usd"], fee["inr"]) == (0.0, pytest.approx(2.3), pytest.approx(230.0))
     assert doc["prices"]["alarm_usd_month"] == 0.1 and doc["prices"]["verified"] is False
+
+
+def test_binlog_segments_are_kept_the_binlog_retention_plus_the_old_version_days(run_cost):
+    _, doc = run_cost("--binlog-gb-day", "2")
+    segments = line(doc, "binlog segments (S3)")
+    # 2 GB/day x (37 days current + 7 days as the old version after expiry) at the S3 Standard price
+    assert segments["gb_month"] == pytest.approx(88.0) and segments["usd"] == pytest.approx(2.2)
+    assert doc["assumptions"]["binlog_gb_day"] == 2.0
+
+
+def test_binlog_puts_are_three_per_interval_with_writes(instance, run_cost):
+    _, doc = run_cost("--put-1000", "0.005")
+    # 2880 intervals/day x 3 PUTs (segment, manifest, index) x 30 days = 259,200 PUTs
+    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(1.3, abs=0.005)
+    _binlog(instance, intervalSeconds=300, rpoBoundSeconds=300)
+    _, doc = run_cost("--put-1000", "0.005")
+    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(0.13, abs=0.005)
+
+
+def test_every_index_rewrite_is_kept_by_object_lock_and_grows_with_the_chain(run_cost):
+    _, doc = run_cost()
+    index = line(doc, "binlog index versions (S3)")
+    # 2880 rewrites/day kept 30 days (dumps.objectLock.days), each listing on average (37 - 30/2) days of
+    # 2880 segments/day at 350 B an entry: 2880 x 30 x 63,360 x 350 B
+    assert index["gb_month"] == pytest.approx(2880 * 30 * 2880 * 22 * 350 / 1e9, rel=1e-3)
+    assert "kept 30 d (Object Lock)" in index["basis"]
+
+
+def test_without_binlog_shipping_there_are_no_binlog_lines_nor_alarms(instance, run_cost):
+    _binlog(instance, enabled=False)
+    _, doc = run_cost()
+    assert not [entry for entry in doc["lines"] if entry["item"].startswith("binlog")]
+    # 2 alarms x 0.10 + 3 dump metrics x 0.30
+    assert line(doc, "alarms and metrics")["usd"] == pytest.approx(1.1)
 
 
 def test_the_trail_costs_only_its_log_storage(run_cost):

@@ -106,7 +106,7 @@ def test_bucket_policy_waits_for_the_public_access_block(prod_stack):
 
 def test_lifecycle_expires_dumps_and_files_after_the_retention_days(stack_with, prod_config):
     rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, retentionDays=45))
-    assert sorted(rules) == ["files/", "mysql/", "restores/"]
+    assert sorted(rules) == ["binlog/", "files/", "mysql/", "restores/"]
     for rule in (rules["files/"], rules["mysql/"]):
         assert rule["status"] == "Enabled"
         assert rule["expiration"] == {"days": 45}
@@ -138,13 +138,44 @@ def test_lifecycle_waits_for_versioning(prod_stack):
 
 def test_lifecycle_follows_configured_prefixes(stack_with, prod_config):
     rules = _lifecycle_rules(_with_dumps(stack_with, prod_config, prefix="db/mariadb", filesPrefix="p1"))
-    assert sorted(rules) == ["db/mariadb/", "p1/", "restores/"]
+    assert sorted(rules) == ["binlog/", "db/mariadb/", "p1/", "restores/"]
 
 
 def test_restore_hand_offs_expire_after_a_week(prod_stack):
     rule = _lifecycle_rules(prod_stack)["restores/"]
     assert rule["expiration"] == {"days": 7}
     assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 7}
+
+
+def _with(stack_with, prod_config, section, **changes):
+    ns = f"quickport-backup:{section}"
+    return stack_with({ns: {**prod_config[ns], **changes}})
+
+
+def test_binlog_segments_stay_current_for_the_binlog_retention_and_old_versions_like_the_others(prod_stack):
+    rule = _lifecycle_rules(prod_stack)["binlog/"]
+    assert rule == {"id": "expire-binlog", "status": "Enabled", "filter": {"prefix": "binlog/"},
+                    "expiration": {"days": 37}, "noncurrentVersionExpiration": {"noncurrentDays": 7}}
+
+
+def test_binlog_rule_follows_the_binlog_prefix_and_retention(stack_with, prod_config):
+    rules = _lifecycle_rules(_with(stack_with, prod_config, "binlog", prefix="pitr/segments", retentionDays=60))
+    assert rules["pitr/segments/"]["id"] == "expire-pitr-segments"
+    assert rules["pitr/segments/"]["expiration"] == {"days": 60}
+    assert "binlog/" not in rules
+
+
+def test_binlog_retention_defaults_to_a_week_past_the_dump_retention(stack_with, prod_config):
+    binlog = {k: v for k, v in prod_config["quickport-backup:binlog"].items() if k != "retentionDays"}
+    declared = stack_with({"quickport-backup:binlog": binlog,
+                           DUMPS_NS: {**prod_config[DUMPS_NS], "retentionDays": 45}})
+    assert _lifecycle_rules(declared)["binlog/"]["expiration"] == {"days": 52}
+
+
+def test_binlog_rule_stays_when_shipping_is_disabled(stack_with, prod_config):
+    # Segments shipped while it was on must still expire, not linger for ever.
+    rules = _lifecycle_rules(_with(stack_with, prod_config, "binlog", enabled=False))
+    assert rules["binlog/"]["expiration"] == {"days": 37}
 
 
 def test_every_bucket_child_is_parented_to_the_component(prod_stack):

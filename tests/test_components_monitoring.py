@@ -85,8 +85,22 @@ def test_no_email_no_subscription(stack_with, prod_config):
 
 # --- alarms -----------------------------------------------------------------------------------------
 
-def test_the_shipped_stack_has_the_dump_and_backup_job_alarms(prod_stack):
-    assert sorted(_alarms(prod_stack)) == ["quickport-prod-backup-job-missing", "quickport-prod-dump-missing"]
+def test_the_shipped_stack_has_the_dump_backup_job_and_binlog_alarms(prod_stack):
+    assert sorted(_alarms(prod_stack)) == [
+        "quickport-prod-backup-job-missing", "quickport-prod-binlog-chain-broken", "quickport-prod-binlog-lag",
+        "quickport-prod-binlog-silent", "quickport-prod-dump-missing"]
+
+
+def test_binlog_lag_threshold_follows_the_configured_interval(stack_with, prod_config):
+    ns = "quickport-backup:binlog"
+    declared = stack_with({ns: {**prod_config[ns], "intervalSeconds": 10, "rpoBoundSeconds": 30}})
+    assert _alarms(declared)["quickport-prod-binlog-lag"].inputs["threshold"] == 40
+
+
+def test_no_binlog_alarms_when_binlog_shipping_is_disabled(stack_with, prod_config):
+    ns = "quickport-backup:binlog"
+    declared = stack_with({ns: {**prod_config[ns], "enabled": False}})
+    assert sorted(_alarms(declared)) == ["quickport-prod-backup-job-missing", "quickport-prod-dump-missing"]
 
 
 def test_dump_alarm_fires_when_no_success_was_counted_for_26_hours(prod_stack):

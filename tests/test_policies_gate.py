@@ -254,3 +254,25 @@ def test_a_dump_bucket_without_object_lock_fails_the_gate(capsys, prod_config, s
     code, out = report(capsys, prod_config, Resources(r for r in shipped if r is not lock), "--json")
     assert code == EXIT_FAILED
     assert {v["policy"] for v in json.loads(out)["violations"]} == {"dump-bucket-object-lock"}
+
+
+@pytest.mark.parametrize("prefix", ["binlog", "pitr/segments"])
+def test_binlog_segments_expiring_before_the_dumps_fail_the_gate(backupctl, tmp_path, prod_config, prefix):
+    # The pack reads the binlog prefix from the stack config it is handed, as the Pulumi CLI hands it.
+    stack = write_stack(tmp_path, prod_config, binlog={"prefix": prefix, "retentionDays": 20})
+    code, out, _ = run_cli(backupctl, "--config-file", str(stack), "--json")
+    [violation] = json.loads(out)["violations"]
+    assert code == EXIT_FAILED and violation["policy"] == "binlog-retention-covers-dumps"
+    assert violation["message"].startswith(
+        f"lifecycle rule 'expire-{prefix.replace('/', '-')}' expires binlog segments under {prefix}/ after 20 days; "
+        "rule 'expire-mysql' keeps mysql/ 30 days")
+
+
+def test_a_shortened_binlog_rule_in_the_shipped_stack_fails_the_gate(capsys, prod_config, shipped):
+    lifecycle = shipped.find("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+                             "quickport-prod-dumps-lifecycle")
+    rules = [{**r, "expiration": {"days": 14}} if r.get("id") == "expire-binlog" else r
+             for r in lifecycle.inputs["rules"]]
+    code, out = report(capsys, prod_config, shipped.changed(lifecycle.type, lifecycle.name, rules=rules), "--json")
+    assert code == EXIT_FAILED
+    assert {v["policy"] for v in json.loads(out)["violations"]} == {"binlog-retention-covers-dumps"}

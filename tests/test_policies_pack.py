@@ -57,7 +57,8 @@ def test_pack_reports_every_rule_with_mandatory_enforcement(policy_gate):
         "backup-vault-deny-delete", "root-volume-in-backup-plan", "recycle-bin-retention-minimum",
         "critical-resources-protected", "baseline-snapshot-naming", "baseline-snapshot-locked",
         "dump-bucket-hardened", "dump-retention-minimum", "no-force-destroy", "kms-key-rotation",
-        "no-inline-secrets", "dump-bucket-object-lock", "operator-guard-rails-attached")}
+        "no-inline-secrets", "dump-bucket-object-lock", "operator-guard-rails-attached",
+        "binlog-retention-covers-dumps")}
 
 
 def test_enforcement_level_from_config_downgrades_a_violation_to_advisory(judge, strategy_resources):
@@ -308,6 +309,87 @@ def test_disabled_lifecycle_rule_is_not_judged(judge, strategy_resources):
     rule = {"id": "old", "status": "Disabled", "expiration": {"days": 1}}
     result = judge(strategy_resources.changed(LIFECYCLE, rules=[rule]))
     assert violations_of(result, "dump-retention-minimum") == []
+
+
+# --- binlog-retention-covers-dumps ----------------------------------------------------------------
+
+def lifecycle_rule(rule_id, prefix, expire_days=None, **extra):
+    rule = {"id": rule_id, "status": "Enabled", "filter": {"prefix": prefix} if prefix is not None else {},
+            "noncurrentVersionExpiration": {"noncurrentDays": 7}, **extra}
+    if expire_days is not None:
+        rule["expiration"] = {"days": expire_days}
+    return rule
+
+
+DUMP_RULE = lifecycle_rule("expire-mysql", "mysql/", 30)
+
+
+def binlog_violations(judge, resources, rules, policy_config=None):
+    result = judge(resources.changed(LIFECYCLE, rules=rules), policy_config)
+    return [v.message for v in violations_of(result, "binlog-retention-covers-dumps")]
+
+
+def test_binlog_segments_kept_a_week_past_the_dumps_pass(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 37)]
+    assert binlog_violations(judge, strategy_resources, rules) == []
+
+
+def test_binlog_segments_kept_as_long_as_the_dumps_pass(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 30)]
+    assert binlog_violations(judge, strategy_resources, rules) == []
+
+
+def test_binlog_segments_expiring_before_the_dumps_violate(judge, strategy_resources):
+    [message] = binlog_violations(judge, strategy_resources,
+                                  [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 7)])
+    assert message == ("lifecycle rule 'expire-binlog' expires binlog segments under binlog/ after 7 days; "
+                       "rule 'expire-mysql' keeps mysql/ 30 days, and the strategy requires segments kept at "
+                       "least as long (30 days)")
+
+
+def test_a_bucket_wide_expiry_shorter_than_the_dumps_violates_even_with_a_good_binlog_rule(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 37), lifecycle_rule("expire-everything", None, 10)]
+    [message] = binlog_violations(judge, strategy_resources, rules)
+    assert message.startswith("lifecycle rule 'expire-everything' expires binlog segments under binlog/ after 10 days")
+
+
+def test_a_narrower_rule_inside_the_binlog_prefix_violates(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 37),
+             lifecycle_rule("old-chains", None, 5, filter={"and": {"prefix": "binlog/2026", "tags": {"a": "b"}}})]
+    [message] = binlog_violations(judge, strategy_resources, rules)
+    assert "'old-chains' expires binlog segments under binlog/ after 5 days" in message
+
+
+def test_rules_for_other_prefixes_and_disabled_rules_do_not_count(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 37), lifecycle_rule("tmp", "tmp/", 7),
+             {**lifecycle_rule("old", "binlog/", 3), "status": "Disabled"}]
+    assert binlog_violations(judge, strategy_resources, rules) == []
+
+
+def test_binlog_segments_may_outlive_dumps_kept_for_ever_only_by_never_expiring(judge, strategy_resources):
+    forever = lifecycle_rule("keep-mysql", "mysql/")
+    assert binlog_violations(judge, strategy_resources, [forever, lifecycle_rule("keep-binlog", "binlog/")]) == []
+    [message] = binlog_violations(judge, strategy_resources, [forever, lifecycle_rule("expire-binlog", "binlog/", 400)])
+    assert "rule 'keep-mysql' keeps mysql/ for ever" in message and message.endswith("(never expired)")
+
+
+def test_a_fixed_expiry_date_on_the_binlog_prefix_violates(judge, strategy_resources):
+    rule = lifecycle_rule("expire-binlog", "binlog/", expiration={"date": "2027-01-01T00:00:00Z"})
+    [message] = binlog_violations(judge, strategy_resources, [DUMP_RULE, rule])
+    assert "on a fixed date 2027-01-01T00:00:00Z" in message
+
+
+def test_binlog_prefix_comes_from_policy_config(judge, strategy_resources):
+    rules = [DUMP_RULE, lifecycle_rule("expire-binlog", "binlog/", 37), lifecycle_rule("expire-pitr", "pitr/", 7)]
+    assert binlog_violations(judge, strategy_resources, rules) == []
+    [message] = binlog_violations(judge, strategy_resources, rules,
+                                  {"binlog-retention-covers-dumps": {"binlogPrefix": "pitr"}})
+    assert message.startswith("lifecycle rule 'expire-pitr' expires binlog segments under pitr/ after 7 days")
+
+
+def test_a_bucket_without_a_dump_rule_is_not_judged(judge, strategy_resources):
+    rules = [lifecycle_rule("expire-cloudtrail-logs", "AWSLogs/", 90), lifecycle_rule("everything", None, 7)]
+    assert binlog_violations(judge, strategy_resources, rules) == []
 
 
 # --- no-force-destroy, kms-key-rotation, no-inline-secrets ------------------------------------------

@@ -48,6 +48,12 @@ _KNOB_SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
     "operator-guard-rails-attached": {
         "policyName": {"type": "string", "pattern": "^[\\w+=,.@-]{1,128}$",
                        "description": "name of the operators' deny-only IAM policy"}},
+    "binlog-retention-covers-dumps": {
+        "dumpPrefix": {"type": "string", "pattern": "^([a-z0-9._-]+(/[a-z0-9._-]+)*)?$",
+                       "description": "key prefix of the dumps; empty: the stack's quickport-backup:dumps.prefix"},
+        "binlogPrefix": {"type": "string", "pattern": "^([a-z0-9._-]+(/[a-z0-9._-]+)*)?$",
+                         "description": "key prefix of the binlog segments; empty: the stack's "
+                                        "quickport-backup:binlog.prefix"}},
     "dump-retention-minimum": {
         "minRetentionDays": {**_DAYS, "description": "fewest days a dump is kept"},
         "minNoncurrentDays": {**_DAYS, "description": "fewest days an overwritten dump version is kept"}},
@@ -120,6 +126,11 @@ POLICIES = [
               "S3 lifecycle rules keep objects at least minRetentionDays and noncurrent versions at "
               "least minNoncurrentDays.",
               rules.dump_retention_minimum),
+    _stack("binlog-retention-covers-dumps",
+           "In the dump bucket no lifecycle rule reaching the binlog prefix (its own, bucket-wide or narrower) "
+           "expires binlog segments sooner than the dump rule keeps dumps: every kept dump stays extendable "
+           "to any second after it.",
+           rules.binlog_retention_covers_dumps, Severity.CRITICAL),
     _resource("no-force-destroy",
               "No S3 bucket or backup vault can be force-destroyed.",
               rules.no_force_destroy, Severity.CRITICAL),

@@ -72,7 +72,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dump-retention-minimum": {"minRetentionDays": 7, "minNoncurrentDays": 7},
     "dump-bucket-object-lock": {"minRetentionDays": 7, "modes": ["GOVERNANCE", "COMPLIANCE"]},
     "operator-guard-rails-attached": {"policyName": "quickport-backup-operator-guard-rails"},
+    # "": the stack's quickport-backup:dumps.prefix / binlog.prefix, else the shipped "mysql" / "binlog".
+    "binlog-retention-covers-dumps": {"dumpPrefix": "", "binlogPrefix": ""},
 }
+SHIPPED_PREFIXES = {"dumps": "mysql", "binlog": "binlog"}
 
 
 def setting(args: Any, policy: str, key: str) -> Any:
@@ -184,6 +187,17 @@ def _stack_config(key: str) -> Optional[str]:
         return pulumi.Config(STACK_NAMESPACE).get(key)
     except Exception:  # no stack context (e.g. `pulumi policy publish`)
         return None
+
+
+def _stack_prefix(section: str) -> str:
+    """quickport-backup:<section>.prefix of the stack being previewed, else the shipped default."""
+    try:
+        import pulumi
+        value = pulumi.Config(STACK_NAMESPACE).get_object(section) or {}
+    except Exception:  # no stack context, or a value that is not an object
+        value = {}
+    prefix = value.get("prefix") if isinstance(value, Mapping) else None
+    return prefix if isinstance(prefix, str) and prefix else SHIPPED_PREFIXES[section]
 
 
 def root_volume_in_backup_plan(args: Any, report: Report) -> None:
@@ -387,6 +401,58 @@ def dump_retention_minimum(args: Any, report: Report) -> None:
         if noncurrent is not None and noncurrent < noncurrent_minimum:
             report(f"lifecycle rule '{name}' deletes old dump versions after {days(noncurrent)} days; "
                    f"the strategy requires at least {days(noncurrent_minimum)}")
+
+
+def _lifecycle_prefix(rule: Any) -> str:
+    """The key prefix a lifecycle rule applies to ('' for the whole bucket). Tag and size filters only
+    narrow it further, so they are ignored: such a rule may still expire any object under the prefix."""
+    for path in ("filter.prefix", "filter.and.prefix", "prefix"):
+        value = prop(rule, path)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _current_days(rule: Any) -> float:
+    """How long a lifecycle rule keeps current objects (infinity: it does not expire them)."""
+    expire = prop(rule, "expiration.days")
+    return float("inf") if expire is None else float(expire)
+
+
+def _reaches(rule_prefix: str, prefix: str) -> bool:
+    """Can a rule for `rule_prefix` expire some object under `prefix`? (one is a prefix of the other)"""
+    return prefix.startswith(rule_prefix) or rule_prefix.startswith(prefix)
+
+
+def binlog_retention_covers_dumps(args: Any, report: Report) -> None:
+    """Point-in-time recovery replays the binlogs from a dump's coordinates: as long as a dump is kept,
+    the segments after it must be. In each bucket whose lifecycle expires the dump prefix, no enabled
+    rule that reaches the binlog prefix (its own, a bucket-wide one, a narrower one) may expire
+    current objects sooner than the longest dump rule keeps dumps."""
+    policy = "binlog-retention-covers-dumps"
+    dump_prefix = (setting(args, policy, "dumpPrefix") or _stack_prefix("dumps")).rstrip("/") + "/"
+    binlog_prefix = (setting(args, policy, "binlogPrefix") or _stack_prefix("binlog")).rstrip("/") + "/"
+    for lifecycle in of_type(args.resources, S3_LIFECYCLE):
+        rules = [r for r in items(lifecycle.props, "rules") if prop(r, "status") == "Enabled"]
+        dump_rules = [r for r in rules if _lifecycle_prefix(r) in (dump_prefix, dump_prefix.rstrip("/"))]
+        if not dump_rules:
+            continue  # not a dump bucket (the trail's bucket, say)
+        longest_rule = max(dump_rules, key=_current_days)   # the longest any dump is kept
+        longest = prop(longest_rule, "expiration.days")
+        dumps = (f"rule '{prop(longest_rule, 'id', '?')}' keeps {dump_prefix} "
+                 + (f"{days(longest)} days" if longest is not None else "for ever"))
+        for index, rule in enumerate(r for r in rules if _reaches(_lifecycle_prefix(r), binlog_prefix)):
+            name = prop(rule, "id", f"#{index}")
+            if prop(rule, "expiration.date") is not None:
+                report(f"lifecycle rule '{name}' expires binlog segments under {binlog_prefix} on a fixed date "
+                       f"{prop(rule, 'expiration.date')}; {dumps}, and the strategy requires segments kept at least "
+                       f"as long as the dumps they extend", lifecycle.urn)
+            expire = prop(rule, "expiration.days")
+            if expire is not None and _current_days(rule) < _current_days(longest_rule):
+                report(f"lifecycle rule '{name}' expires binlog segments under {binlog_prefix} after {days(expire)} "
+                       f"days; {dumps}, and the strategy requires segments kept at least as long"
+                       + (f" ({days(longest)} days)" if longest is not None else " (never expired)"),
+                       lifecycle.urn)
 
 
 # --- deletion never, keys, secrets -----------------------------------------------------------------

@@ -10,10 +10,19 @@ from dataclasses import asdict
 from scripts.commands.base import Context, add_common_options, number_in_range
 from scripts.errors import EXIT_FAILED, EXIT_OK, UsageError
 from scripts.times import utcnow
-from scripts.workflows.audit import OK, VAULT_DENY_ACTIONS, AuditScope, Check, collect_checks
+from scripts.workflows.audit import (
+    BINLOG_STALE_INTERVALS,
+    BINLOG_STALE_SLACK_SECONDS,
+    OK,
+    VAULT_DENY_ACTIONS,
+    AuditScope,
+    Check,
+    collect_checks,
+)
 
 DEFAULT_MAX_AGE_HOURS = 26   # a daily job plus two hours of slack for its start and completion windows
 
+_STALE = f"{BINLOG_STALE_INTERVALS} x binlog.intervalSeconds + {BINLOG_STALE_SLACK_SECONDS} s"
 HELP = f"""\
 Check the live account against the backup strategy, one line per check: ok, FAIL, or
 could-not-check (with why: AccessDenied, an API the endpoint lacks, ...).
@@ -36,7 +45,16 @@ could-not-check (with why: AccessDenied, an API the endpoint lacks, ...).
   dump-bucket-object-lock   S3 Object Lock on, default retention as dumps.objectLock (mode, >= days)
   dump-bucket-policy    TLS only; DeleteObjectVersion and bucket-policy changes denied to everyone
   dump-bucket-lifecycle uploads aborted bucket-wide; dumps and files expire after >= dumps.retentionDays,
-                        old versions after >= 7 days, never on a fixed date
+                        old versions after >= 7 days, never on a fixed date; binlog segments (with
+                        binlog.enabled) after >= binlog.retentionDays, through any rule reaching them
+  binlog-shipping       (binlog.enabled) the newest chain's index confirmed the server's binlog end
+                        less than {_STALE} ago (the threshold is
+                        printed), no gap was recorded since the latest dump, and that dump's binlog
+                        coordinates (a FAIL naming why when it has none) lie in a live chain
+  pitr-window           (binlog.enabled) the earliest and latest time a point-in-time restore reaches:
+                        from the oldest dump with coordinates an unbroken chain covers, to that chain's
+                        newest event or last confirmation (in --json: data.earliest, data.latest,
+                        data.windows); FAIL when there is none
   alarms                every dead-man's-switch alarm exists and none is in ALARM
   api-call-trail        a trail logs this region's management events (the API-call alerts need it)
   root-volume-encryption   the root volume is encrypted (with a customer managed key when
@@ -80,5 +98,5 @@ def run_audit(ctx: Context) -> int:
                f"{len(failed)} of {len(checks)} checks not ok: {', '.join(failed)}")
     text = (f"Audit of {ctx.instance_id} in {ctx.region} against the backup strategy "
             f"({utcnow():%Y-%m-%d %H:%M}Z)\n\n{render_table(checks)}\n\n{summary}")
-    ctx.emit({"checks": [asdict(c) for c in checks], "ok": ok}, text)
+    ctx.emit({"checks": [{k: v for k, v in asdict(c).items() if v is not None} for c in checks], "ok": ok}, text)
     return EXIT_OK if ok else EXIT_FAILED

@@ -10,6 +10,7 @@ from scripts.errors import EXIT_OK, UsageError
 from scripts.workflows.cost import (
     AIR_GAPPED_USD_GB_MONTH,
     ALARM_USD_MONTH,
+    BINLOG_GB_DAY,
     BUDGET,
     CUSTOM_METRIC_USD_MONTH,
     DAILY_CHANGE_PCT,
@@ -18,6 +19,7 @@ from scripts.workflows.cost import (
     PREMAINT_KEEP_DAYS,
     PRICE_DATE,
     PRICE_REGION,
+    S3_PUT_USD_1000,
     S3_STANDARD_USD_GB_MONTH,
     SNAPSHOT_USD_GB_MONTH,
     TRAIL_LOG_GB_MONTH,
@@ -39,8 +41,9 @@ Line items: daily recovery points (the plan's retention, 7 by default: one full 
 data plus the daily changes), pre-maintenance snapshots (each holds what changed while it outlives the
 daily chain), baselines, the Recycle Bin (deleted snapshots kept {7} days), database dumps in S3
 Standard (dump size x dumps.retentionDays), the air-gapped copies (with backup.airGappedVault), the
-CloudTrail logs (with monitoring.trail: create), the alarms and dump metrics, and for scale the gp3
-root volume itself.
+CloudTrail logs (with monitoring.trail: create), the alarms and metrics, with binlog.enabled the
+binlog segments (--binlog-gb-day x binlog.retentionDays), the index versions the shipper rewrites each
+interval (all kept by Object Lock) and its PUT requests, and for scale the gp3 root volume itself.
 
 From the account: root volume size (DescribeVolumes; --volume-gb to skip), the strategy's snapshots
 and their locks, the newest dump's size. Prices: {PRICE_REGION} list prices as of {PRICE_DATE}, not
@@ -73,6 +76,10 @@ FLAGS = (
      f"GB of CloudTrail logs written per month (default {TRAIL_LOG_GB_MONTH}, an assumption)"),
     ("--air-gapped-gb-month", "air_gapped_price", AIR_GAPPED_USD_GB_MONTH, 0, 10, False,
      f"USD per GB-month in the air-gapped vault (default {AIR_GAPPED_USD_GB_MONTH}, not a published price)"),
+    ("--binlog-gb-day", "binlog_gb_day", BINLOG_GB_DAY, 0, 10000, False,
+     f"GB of binlog written per day (default {BINLOG_GB_DAY}, an assumption: check SHOW BINARY LOGS)"),
+    ("--put-1000", "put_price", S3_PUT_USD_1000, 0, 10, False,
+     f"USD per 1,000 S3 PUT requests (default {S3_PUT_USD_1000})"),
     ("--dump-gb", "dump_gb", None, 0, 100000, False,
      f"compressed size of one dump in GB (default: the newest dump's size, else {DUMP_GB_DEFAULT})"),
 )
@@ -83,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, dest, default, lo, hi, integer, help_text in FLAGS:
         metavar = ("INR" if flag == "--usd-inr" else "USD" if flag.endswith(("-gb-month", "-month")) else
+                   "USD" if flag == "--put-1000" else
                    "PCT" if flag.endswith("-pct") else "DAYS" if flag.endswith("-days") else
                    "N" if flag.endswith("-count") else "GB")
         p.add_argument(flag, dest=dest, default=default, type=number_in_range(flag, lo, hi, "", integer=integer),
@@ -135,14 +143,16 @@ def run_cost(ctx: Context) -> int:
                                    s3_price=a.s3_price, daily_change_pct=a.daily_change_pct, used_pct=a.used_pct,
                                    premaint_keep_days=a.premaint_keep_days, alarm_price=a.alarm_price,
                                    metric_price=a.metric_price, trail_log_gb=a.trail_log_gb,
-                                   air_gapped_price=a.air_gapped_price))
+                                   air_gapped_price=a.air_gapped_price, binlog_gb_day=a.binlog_gb_day,
+                                   put_price=a.put_price))
     prices = {"region": PRICE_REGION, "date": PRICE_DATE, "verified": False,
               "snapshot_usd_gb_month": ctx.args.snapshot_price, "gp3_usd_gb_month": ctx.args.gp3_price,
               "s3_standard_usd_gb_month": ctx.args.s3_price, "usd_inr": ctx.args.usd_inr,
               "alarm_usd_month": ctx.args.alarm_price, "custom_metric_usd_month": ctx.args.metric_price,
-              "air_gapped_usd_gb_month": ctx.args.air_gapped_price}
+              "air_gapped_usd_gb_month": ctx.args.air_gapped_price, "put_usd_1000": ctx.args.put_price}
     assumptions = {"daily_change_pct": ctx.args.daily_change_pct, "used_pct": ctx.args.used_pct,
-                   "premaint_keep_days": ctx.args.premaint_keep_days, "budget": BUDGET}
+                   "premaint_keep_days": ctx.args.premaint_keep_days, "binlog_gb_day": ctx.args.binlog_gb_day,
+                   "budget": BUDGET}
     total = next(line for line in lines if line.item == "backup total")
     ctx.log("cost", instance=ctx.instance_id, volume_gb=inputs.volume_gb, usd=total.usd, inr=total.inr)
     ctx.emit({"prices": prices, "assumptions": assumptions, "inputs": asdict(inputs),

@@ -232,8 +232,8 @@ def tour_steps(tour: Tour) -> list[tuple[Step, Optional[Checker]]]:
               "Elastic IP.", [*detach, "--yes", "--poll-seconds", "1"], EXIT_OK), _check_restored),
         (Step(7, "audit the account", "Seed 9. Expected: ok where the emulator answers; could-not-check where "
               "it lacks the API (recovery points, vault policy, Recycle Bin, snapshot locks, block public "
-              "access); FAIL for the database dump the demo never made. Exit 1.", ["audit", "--json"],
-              EXIT_FAILED), _check_audit),
+              "access); FAIL for the database dump and the binlog chain the demo never made. Exit 1.",
+              ["audit", "--json"], EXIT_FAILED), _check_audit),
         (Step(8, "monthly cost", "Seed 10: from the stand-in's real volume size, with the documented prices.",
               ["cost"], EXIT_OK), None),
     ]

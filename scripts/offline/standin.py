@@ -135,9 +135,11 @@ def build_vault_and_plan(region: str, vault: str, plan: str, *, min_days: int = 
 
 def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True,
                       object_lock: Optional[tuple[str, int]] = None,
-                      prefixes: tuple[str, ...] = ("mysql", "files")) -> None:
+                      prefixes: tuple[str, ...] = ("mysql", "files"),
+                      binlog: Optional[tuple[str, int]] = ("binlog", 37)) -> None:
     """The dump bucket: versioned; hardened adds the public access block, SSE-KMS with a new key, the
-    stack's lifecycle (30-day expiry under each prefix);
+    stack's lifecycle (30-day expiry under each prefix, binlog=(prefix, days) for the binlog segments;
+    None: no binlog rule);
     object_lock=(mode, days) turns S3 Object Lock on with that default retention for every version
     (mode GOVERNANCE or COMPLIANCE), as dumps.objectLock does."""
     s3 = new_client("s3", region)
@@ -163,16 +165,21 @@ def build_dump_bucket(region: str, bucket: str, *, hardened: bool = True,
          "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
         *({"ID": f"expire-{prefix}", "Status": "Enabled", "Filter": {"Prefix": f"{prefix}/"},
            "Expiration": {"Days": 30}, "NoncurrentVersionExpiration": {"NoncurrentDays": 7}}
-          for prefix in prefixes)]})
+          for prefix in prefixes),
+        *([{"ID": f"expire-{binlog[0]}", "Status": "Enabled", "Filter": {"Prefix": f"{binlog[0]}/"},
+            "Expiration": {"Days": binlog[1]}, "NoncurrentVersionExpiration": {"NoncurrentDays": 7}}]
+          if binlog else [])]})
 
 
-def build_monitoring(region: str, stack: str, database: str, vault: str, trail_bucket: str) -> list[str]:
-    """What BackupMonitoring leaves: its alarms (OK in the emulator, which never evaluates them) and a
-    logging multi-region trail into its bucket. Returns the alarm names."""
+def build_monitoring(region: str, stack: str, database: str, vault: str, trail_bucket: str,
+                     binlog_interval_seconds: Optional[int] = 30) -> list[str]:
+    """What BackupMonitoring leaves: its alarms (OK in the emulator, which never evaluates them; the
+    binlog ones unless binlog_interval_seconds is None, as with binlog.enabled false) and a logging
+    multi-region trail into its bucket. Returns the alarm names."""
     from components.signals import alarm_specs, resource_name
     cloudwatch = new_client("cloudwatch", region)
     names = []
-    for spec in alarm_specs(stack, database, vault):
+    for spec in alarm_specs(stack, database, vault, binlog_interval_seconds):
         names.append(resource_name(stack, spec.key))
         cloudwatch.put_metric_alarm(
             AlarmName=names[-1], Namespace=spec.namespace, MetricName=spec.metric, Statistic=spec.statistic,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import functools
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from components.config import StackConfig
@@ -43,6 +44,7 @@ class Check:
     name: str
     status: str
     detail: str
+    data: Optional[dict[str, Any]] = field(default=None)   # machine-readable findings (--json), e.g. the PITR window
 
 
 @dataclass
@@ -376,8 +378,9 @@ def check_alarms(scope: AuditScope) -> Check:
     """Every dead-man's-switch alarm exists, and none is in ALARM."""
     name, cfg = "alarms", scope.config
     prefix = resource_name(cfg.stack, "")
+    interval = cfg.binlog.interval_seconds if cfg.binlog.enabled else None   # as BackupMonitoringArgs
     expected = {resource_name(cfg.stack, spec.key)
-                for spec in alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name)}
+                for spec in alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name, interval)}
     alarms = {a["AlarmName"]: a for a in monitoringapi.alarms_named_with_prefix(scope.client("cloudwatch"), prefix)}
     missing = sorted(expected - set(alarms))
     firing = [a for a in alarms.values() if a.get("StateValue") == "ALARM"]
@@ -473,10 +476,264 @@ def check_bucket_lifecycle(scope: AuditScope) -> Check:
                 < d.retention_days:
             problems.append(f"rule {rid} expires after {expire['Days']} days; dumps.retentionDays is "
                             f"{d.retention_days}")
+    binlog = scope.config.binlog
+    if binlog.enabled:
+        problems += _binlog_lifecycle_problems(rules, f"{binlog.prefix}/", binlog.retention_days)
     if problems:
         return Check(name, FAIL, "; ".join(problems))
     return Check(name, OK, f"{len(rules)} rules: {d.prefix}/ and {d.files_prefix}/ expire after >= "
-                           f"{d.retention_days} days, old versions >= {floor}, uploads aborted bucket-wide")
+                           f"{d.retention_days} days, old versions >= {floor}, uploads aborted bucket-wide"
+                           + (f"; {binlog.prefix}/ segments kept >= {binlog.retention_days} days" if binlog.enabled
+                              else ""))
+
+
+def _binlog_lifecycle_problems(rules: list[dict[str, Any]], prefix: str, need: int) -> list[str]:
+    """The binlog prefix has its own expiring rule, and no rule that reaches it (bucket-wide, its own,
+    narrower; tag filters only narrow) expires segments before binlog.retentionDays."""
+    problems = [] if any(_rule_prefix(r) == prefix and "Expiration" in r for r in rules) else [
+        f"no rule expiring {prefix} (binlog.retentionDays is {need})"]
+    for rule in rules:
+        flt = rule.get("Filter") or {}
+        reach = flt.get("Prefix", flt.get("And", {}).get("Prefix", rule.get("Prefix", "")))
+        expire = rule.get("Expiration", {}).get("Days")
+        if (prefix.startswith(reach) or reach.startswith(prefix)) and expire is not None and expire < need:
+            problems.append(f"rule {rule.get('ID', '?')} expires {prefix} segments after {expire} days; "
+                            f"binlog.retentionDays is {need}")
+    return problems
+
+
+# --- point-in-time recovery: the shipper's chains (docs/pitr.md has the layout) ---------------------
+
+BINLOG_STALE_INTERVALS = 4        # as the binlog-lag alarm: "behind by more than a few intervals"
+BINLOG_STALE_SLACK_SECONDS = 60   # one upload and the clock skew between the instance and us
+BINLOG_SKIPPED = "skipped: binlog.enabled is false"
+_BINLOG_FILE = re.compile(r"^(?P<base>.+)\.(?P<seq>\d+)$")
+
+
+@dataclass
+class Chain:
+    """One chain's index.json (format quickport-binlog-index/1)."""
+    chain_id: str
+    index: dict[str, Any]
+
+    @property
+    def server_id(self) -> Any:
+        return self.index.get("server_id")
+
+    @property
+    def closed(self) -> Optional[dict[str, Any]]:
+        closed = self.index.get("closed")
+        return closed if isinstance(closed, dict) else None
+
+    def segments(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Segments by (base name, sequence number)."""
+        found = {}
+        for segment in self.index.get("segments") or []:
+            parsed = _binlog_seq(segment.get("file"))
+            if parsed:
+                found[parsed] = segment
+        return found
+
+    def holds(self, binlog: dict[str, Any]) -> bool:
+        """Is the dump coordinate's file in this chain (shipped, or the file it confirmed last)?"""
+        parsed = _binlog_seq(binlog.get("file"))
+        if parsed is None or (binlog.get("server_id") is not None and self.server_id is not None
+                              and binlog["server_id"] != self.server_id):
+            return False
+        return parsed in self.segments() or parsed == _binlog_seq(self.index.get("confirmed_file"))
+
+    def reach(self, binlog: dict[str, Any]) -> Optional[dt.datetime]:
+        """The latest restorable time replaying from the coordinate's file without a hole: the newest
+        event of the unbroken run of segments, or confirmed_at when the run reaches the confirmed file."""
+        start = _binlog_seq(binlog.get("file"))
+        if start is None or not self.holds(binlog):
+            return None
+        base, seq = start
+        segments = self.segments()
+        latest: list[dt.datetime] = []
+        while (base, seq) in segments:
+            when = parse_time(segments[(base, seq)].get("last_event_at"))
+            latest += [when] if when else []
+            seq += 1
+        confirmed = _binlog_seq(self.index.get("confirmed_file"))
+        beyond = any(b == base and n > seq for b, n in segments)   # a hole, then more segments
+        if confirmed and confirmed[0] == base and confirmed[1] <= seq and not beyond:
+            when = parse_time(self.index.get("confirmed_at"))
+            latest += [when] if when else []
+        return max(latest) if latest else None
+
+
+def _binlog_seq(name: Any) -> Optional[tuple[str, int]]:
+    match = _BINLOG_FILE.match(name) if isinstance(name, str) else None
+    return (match.group("base"), int(match.group("seq"))) if match else None
+
+
+def _chains(scope: AuditScope) -> list[Chain]:
+    """Every chain's index under the binlog prefix, oldest first (chain ids start with their UTC start)."""
+    s3, bucket, prefix = scope.client("s3"), scope.config.dumps.bucket_name, scope.config.binlog.prefix
+    chains = []
+    for chain_id in sorted(p for p in s3api.child_prefixes(s3, bucket, prefix) if p != "gaps"):
+        index = s3api.read_json_object(s3, bucket, f"{prefix}/{chain_id}/index.json")
+        if isinstance(index, dict):
+            chains.append(Chain(chain_id, index))
+    return chains
+
+
+def _gaps_since(scope: AuditScope, since: dt.datetime) -> list[dict[str, Any]]:
+    """Gap records detected after `since` (their key starts with the detection time)."""
+    s3, bucket, prefix = scope.client("s3"), scope.config.dumps.bucket_name, scope.config.binlog.prefix
+    found = []
+    for key in sorted(s3api.keys_under(s3, bucket, f"{prefix}/gaps/")):
+        stamp = key.rsplit("/", 1)[-1].split("-", 1)[0]
+        try:
+            detected = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            detected = None   # an unexpected name: read it to be sure
+        if detected is None or detected >= since:
+            record = s3api.read_json_object(s3, bucket, key) or {}
+            when = parse_time(record.get("detected_at")) or detected
+            if when is None or when >= since:
+                found.append({**record, "key": key})
+    return found
+
+
+def _latest_dump(scope: AuditScope) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+    """The latest dump's manifest key and manifest (latest.json names it), or (None, None)."""
+    s3, d = scope.client("s3"), scope.config.dumps
+    latest = s3api.read_json_object(s3, d.bucket_name, f"{d.prefix}/{d.database}/latest.json")
+    key = _manifest_key_from_latest(latest) if latest else None
+    manifest = s3api.read_json_object(s3, d.bucket_name, key) if key else None
+    return key, manifest
+
+
+def _no_coordinates(manifest_key: str, manifest: dict[str, Any]) -> Optional[str]:
+    """Why a dump cannot start a replay, or None when it records its binlog coordinates."""
+    if "binlog" not in manifest:
+        return (f"latest dump {manifest_key} records no binlog coordinates (written by a dump agent older than "
+                f"the coordinates; update the SSM document): point-in-time replay has no starting point")
+    binlog = manifest["binlog"]
+    if not isinstance(binlog, dict) or not binlog.get("file"):
+        return (f"latest dump {manifest_key} has binlog: null (log_bin was OFF on the server when it was "
+                f"dumped): point-in-time replay has no starting point")
+    return None
+
+
+def _since(then: dt.datetime, now: dt.datetime) -> str:
+    seconds = (now - then).total_seconds()
+    if abs(seconds) < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else _age(then, now)
+
+
+def check_binlog_shipping(scope: AuditScope) -> Check:
+    """The shipper confirmed the server's binlog end recently, no gap since the latest dump, and the
+    latest dump's binlog file is in a live (unclosed) chain."""
+    name, binlog = "binlog-shipping", scope.config.binlog
+    if not binlog.enabled:
+        return Check(name, OK, BINLOG_SKIPPED)
+    bucket = scope.config.dumps.bucket_name
+    threshold = BINLOG_STALE_INTERVALS * binlog.interval_seconds + BINLOG_STALE_SLACK_SECONDS
+    rule = f"threshold {threshold} s = {BINLOG_STALE_INTERVALS} x {binlog.interval_seconds} s interval + " \
+           f"{BINLOG_STALE_SLACK_SECONDS} s"
+    chains = _chains(scope)
+    if not chains:
+        return Check(name, FAIL, f"no binlog chain under s3://{bucket}/{binlog.prefix}/: nothing was ever shipped "
+                                 "(is the quickport-binlog service running on the instance?)")
+    newest = chains[-1]
+    problems = []
+    confirmed = parse_time(newest.index.get("confirmed_at"))
+    if newest.closed:
+        problems.append(f"newest chain {newest.chain_id} was closed at {newest.closed.get('at')} "
+                        f"({newest.closed.get('reason')}) and no chain follows it")
+    elif confirmed is None:
+        problems.append(f"newest chain {newest.chain_id} has no readable confirmed_at")
+    elif (scope.now - confirmed).total_seconds() > threshold:
+        problems.append(f"newest chain {newest.chain_id} last confirmed {_since(confirmed, scope.now)} ago "
+                        f"({rule}): the shipper is behind or stopped")
+    manifest_key, manifest = _latest_dump(scope)
+    if manifest is None or manifest_key is None:
+        d = scope.config.dumps
+        problems.append(f"no latest dump under s3://{bucket}/{d.prefix}/{d.database}/ to replay the binlogs from")
+    else:
+        dumped = _manifest_end_time(manifest)
+        for gap in _gaps_since(scope, dumped or scope.now - dt.timedelta(days=36500)):
+            problems.append(f"gap recorded at {gap.get('detected_at', '?')} in chain {gap.get('chain', '?')} "
+                            f"({gap.get('reason', '?')}, missing from {gap.get('missing_from', '?')}) after the latest "
+                            f"dump: no restore past {gap.get('latest_restorable_at', '?')} until the next dump")
+        why = _no_coordinates(manifest_key, manifest)
+        if why:
+            problems.append(why)
+        elif not any(chain.holds(manifest["binlog"]) for chain in chains if not chain.closed):
+            coordinate = manifest["binlog"]
+            problems.append(f"latest dump {manifest_key} starts at {coordinate.get('file')}:"
+                            f"{coordinate.get('position')} (server {coordinate.get('server_id')}), which no live "
+                            f"chain holds")
+    if problems:
+        return Check(name, FAIL, "; ".join(problems))
+    assert confirmed is not None and manifest is not None
+    segments = newest.index.get("segments") or []
+    return Check(name, OK, f"chain {newest.chain_id}: confirmed {_since(confirmed, scope.now)} ago ({rule}), "
+                           f"{len(segments)} segments, last {segments[-1].get('file') if segments else 'none yet'}; "
+                           f"latest dump starts at {manifest['binlog']['file']}:{manifest['binlog'].get('position')}, "
+                           f"no gap since it")
+
+
+def _dump_manifests(scope: AuditScope) -> list[tuple[str, dict[str, Any]]]:
+    """Every good dump's manifest (a manifest is written only after its dump completed), oldest first."""
+    s3, d = scope.client("s3"), scope.config.dumps
+    found = []
+    for key in sorted(k for k in s3api.keys_under(s3, d.bucket_name, f"{d.prefix}/{d.database}/")
+                      if k.endswith(".manifest.json")):
+        manifest = s3api.read_json_object(s3, d.bucket_name, key)
+        if isinstance(manifest, dict) and _manifest_end_time(manifest):
+            found.append((key, manifest))
+    return found
+
+
+def pitr_windows(dumps: list[tuple[str, dict[str, Any]]],
+                 chains: list[Chain]) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The restorable periods: from each dump with binlog coordinates to the furthest an unbroken
+    chain replays it, merged where they overlap."""
+    spans = []
+    for _, manifest in dumps:
+        binlog, end = manifest.get("binlog"), _manifest_end_time(manifest)
+        if not isinstance(binlog, dict) or end is None:
+            continue
+        reach = [r for r in (chain.reach(binlog) for chain in chains) if r is not None]
+        if reach or any(chain.holds(binlog) for chain in chains):
+            spans.append((end, max([end, *reach])))
+    merged: list[tuple[dt.datetime, dt.datetime]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _z(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_pitr_window(scope: AuditScope) -> Check:
+    """How far back, and how recently, a point-in-time restore can go."""
+    name = "pitr-window"
+    if not scope.config.binlog.enabled:
+        return Check(name, OK, BINLOG_SKIPPED)
+    dumps, chains = _dump_manifests(scope), _chains(scope)
+    windows = pitr_windows(dumps, chains)
+    if not windows:
+        with_coordinates = sum(1 for _, m in dumps if isinstance(m.get("binlog"), dict))
+        return Check(name, FAIL, f"no point-in-time window: {len(dumps)} dumps ({with_coordinates} with binlog "
+                                 f"coordinates), {len(chains)} chains, and no chain holds a dump's binlog file",
+                     data={"earliest": None, "latest": None, "windows": []})
+    earliest, latest = windows[0][0], windows[-1][1]
+    data = {"earliest": _z(earliest), "latest": _z(latest),
+            "windows": [{"from": _z(a), "to": _z(b)} for a, b in windows]}
+    holes = "" if len(windows) == 1 else f" in {len(windows)} windows (" + ", ".join(
+        f"{_z(a)}..{_z(b)}" for a, b in windows) + ")"
+    return Check(name, OK, f"restorable from {_z(earliest)} ({_age(earliest, scope.now)} ago) to {_z(latest)} "
+                           f"({_since(latest, scope.now)} ago){holes}", data=data)
 
 
 MIGRATE_TO_ENCRYPTED = (
@@ -585,6 +842,8 @@ CHECKS: tuple[tuple[str, Callable[[AuditScope], Check | list[Check]]], ...] = (
     ("dump-bucket-object-lock", check_bucket_object_lock),
     ("dump-bucket-policy", check_bucket_policy),
     ("dump-bucket-lifecycle", check_bucket_lifecycle),
+    ("binlog-shipping", check_binlog_shipping),
+    ("pitr-window", check_pitr_window),
     ("alarms", check_alarms),
     ("api-call-trail", check_api_call_trail),
     ("root-volume-encryption", check_root_volume_encryption),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from components.config import StackConfig
-from components.signals import DUMP_METRICS, alarm_specs
+from components.signals import BINLOG_METRICS, DUMP_METRICS, alarm_specs
 from scripts.aws import ec2 as ec2api
 from scripts.aws import s3 as s3api
 from scripts.aws.errors import AWS_ERRORS, describe
@@ -39,6 +39,15 @@ TRAIL_LOG_RETENTION_DAYS = 90     # components/monitoring.py keeps (and locks) t
 # The air-gapped vault's storage price was not found in the stored AWS pages: priced like an EBS
 # snapshot by default (an assumption), override with --air-gapped-gb-month.
 AIR_GAPPED_USD_GB_MONTH = SNAPSHOT_USD_GB_MONTH
+S3_PUT_USD_1000 = 0.005           # S3 Standard PUT/COPY/POST/LIST per 1,000 requests; NOT verified here
+
+# Point-in-time recovery (the shipper, pitr_contract: one segment per binlog file, FLUSH BINARY LOGS
+# each interval with writes). Assumptions, every one a flag or stated in docs/cli-audit-cost-demo.md:
+BINLOG_GB_DAY = 0.5               # raw ROW-format binlog written per day (GT06 positions + CRM); --binlog-gb-day
+BINLOG_PUTS_WITH_WRITES = 3       # segment, its manifest, the index
+BINLOG_PUTS_IDLE = 1              # the index refresh (confirmed_at) only
+BINLOG_WRITE_SHARE = 1.0          # share of intervals with writes: the GPS server writes all day
+BINLOG_INDEX_ENTRY_BYTES = 350    # one segment's entry in index.json (file, key, bytes, sha256, GTIDs, times)
 
 # Assumptions where the account cannot tell (documented in docs/cli-audit-cost-demo.md).
 DAILY_CHANGE_PCT = 2.0     # share of the written data that changes per day (app logs, MariaDB pages, GPS)
@@ -55,6 +64,7 @@ BUDGET = {
     "premaint_unique_pct": 25.0,  # each pre-maintenance snapshot holds a quarter of the volume alone
     "baseline_unique_pct": 100.0,  # a long-kept baseline ends up holding a full copy
     "dump_gb": 2.0,               # compressed dump size
+    "binlog_gb_day": 1.0,         # twice the assumed binlog volume
 }
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class Rates:
     metric_price: float = CUSTOM_METRIC_USD_MONTH
     trail_log_gb: float = TRAIL_LOG_GB_MONTH
     air_gapped_price: float = AIR_GAPPED_USD_GB_MONTH
+    binlog_gb_day: float = BINLOG_GB_DAY
+    put_price: float = S3_PUT_USD_1000
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,10 @@ class Inputs:
     custom_metric_count: int = 0
     trail: bool = False
     air_gapped: bool = False
+    binlog_interval_seconds: Optional[int] = None   # None: binlog.enabled is false, no binlog lines
+    binlog_retention_days: int = 0
+    lock_days: int = 0                 # dumps.objectLock.days: every version (index rewrites too) is kept this long
+    noncurrent_days: int = 7
 
 
 def _try(notes: list[str], what: str, fn: Callable[[], Any], fallback: Any) -> Any:
@@ -169,6 +185,7 @@ def gather_inputs(session: Session, cfg: StackConfig, instance_id: str, override
             dump_gb, dump_source = newest["bytes"] / 1e9, "newest dump (latest.json)"
         else:
             dump_gb, dump_source = DUMP_GB_DEFAULT, "default (no latest.json)"
+    interval = cfg.binlog.interval_seconds if cfg.binlog.enabled else None
     return Inputs(
         volume_id=volume_id, volume_gb=volume_gb, volume_type=volume_type,
         used_gb=volume_gb * args.used_pct / 100, retention_days=cfg.backup.retention_days,
@@ -176,9 +193,42 @@ def gather_inputs(session: Session, cfg: StackConfig, instance_id: str, override
         baseline_count=len(cfg.baselines), baseline_lock_days=[b.lock.days for b in cfg.baselines],
         locked_snapshots=locked, dump_gb=dump_gb, dump_source=dump_source,
         dump_retention_days=cfg.dumps.retention_days,
-        alarm_count=len(alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name)),
-        custom_metric_count=len(DUMP_METRICS), trail=cfg.monitoring.trail == "create",
-        air_gapped=cfg.backup.air_gapped_vault is not None)
+        alarm_count=len(alarm_specs(cfg.stack, cfg.dumps.database, cfg.backup.vault_name, interval)),
+        custom_metric_count=len(DUMP_METRICS) + (len(BINLOG_METRICS) if interval else 0),
+        trail=cfg.monitoring.trail == "create", air_gapped=cfg.backup.air_gapped_vault is not None,
+        binlog_interval_seconds=interval, binlog_retention_days=cfg.binlog.retention_days,
+        lock_days=cfg.dumps.object_lock.days, noncurrent_days=max(7, cfg.dumps.noncurrent_retention_days))
+
+
+def _binlog_storage_rows(inputs: Inputs, args: Rates, s3_price: float) -> list[tuple[str, str, float, float, float]]:
+    """Segments: written once, current for binlog.retentionDays, then noncurrent for the noncurrent days.
+    The index: rewritten every interval, and Object Lock keeps every version lock_days; it lists every
+    segment of the chain, so it grows with the chain's age (taken as binlog.retentionDays)."""
+    kept = inputs.binlog_retention_days + inputs.noncurrent_days
+    intervals_day = 86400 / (inputs.binlog_interval_seconds or 1)
+    segments_day = intervals_day * BINLOG_WRITE_SHARE
+    age = inputs.binlog_retention_days
+    version_days = max(inputs.lock_days, inputs.noncurrent_days)
+    # Versions written over the last version_days, each as large as the index was then (mean age - window/2).
+    mean_entries = segments_day * max(age - version_days / 2, version_days / 2)
+    index_gb = intervals_day * version_days * mean_entries * BINLOG_INDEX_ENTRY_BYTES / 1e9
+    return [
+        ("binlog segments (S3)", f"{args.binlog_gb_day:g} GB/day x {kept} d ({inputs.binlog_retention_days} d "
+         f"current + {inputs.noncurrent_days} d old version; an assumption: --binlog-gb-day)",
+         args.binlog_gb_day * kept, BUDGET["binlog_gb_day"] * kept, s3_price),
+        ("binlog index versions (S3)", f"{intervals_day:.0f} rewrites/day kept {version_days} d (Object Lock) x "
+         f"{mean_entries:,.0f} entries x {BINLOG_INDEX_ENTRY_BYTES} B (a chain {age} d old, {segments_day:.0f} "
+         f"segments/day)", index_gb, index_gb, s3_price),
+    ]
+
+
+def _binlog_put_fee(inputs: Inputs, args: Rates) -> tuple[str, str, float]:
+    intervals_day = 86400 / (inputs.binlog_interval_seconds or 1)
+    busy = intervals_day * BINLOG_WRITE_SHARE
+    puts_month = 30 * (busy * BINLOG_PUTS_WITH_WRITES + (intervals_day - busy) * BINLOG_PUTS_IDLE)
+    return ("binlog PUT requests", f"{BINLOG_PUTS_WITH_WRITES} per interval with writes (segment, manifest, index), "
+            f"{BINLOG_PUTS_IDLE} otherwise: {puts_month:,.0f}/month x {args.put_price:g} USD/1000",
+            puts_month * args.put_price / 1000)
 
 
 def estimate(inputs: Inputs, args: Rates) -> list[Line]:
@@ -218,13 +268,18 @@ def estimate(inputs: Inputs, args: Rates) -> list[Line]:
         trail_gb = args.trail_log_gb * TRAIL_LOG_RETENTION_DAYS / 30
         rows.append(("CloudTrail logs (S3)", f"{args.trail_log_gb:g} GB/month kept {TRAIL_LOG_RETENTION_DAYS} d "
                      "(management events: first copy free)", trail_gb, trail_gb, s3))
+    if inputs.binlog_interval_seconds:
+        rows += _binlog_storage_rows(inputs, args, s3)
     lines = [Line(item, basis, round(gb, 3), round(gb * price, 2), round(gb * price * rate, 2),
                   round(bgb, 3), round(bgb * price, 2), round(bgb * price * rate, 2))
              for item, basis, gb, bgb, price in rows]
-    fee = inputs.alarm_count * args.alarm_price + inputs.custom_metric_count * args.metric_price
-    lines.append(Line("alarms and dump metrics", f"{inputs.alarm_count} alarms x {args.alarm_price:g} + "
-                      f"{inputs.custom_metric_count} custom metrics x {args.metric_price:g} USD (before the free tier)",
-                      0.0, round(fee, 2), round(fee * rate, 2), 0.0, round(fee, 2), round(fee * rate, 2)))
+    fees = [("alarms and metrics", f"{inputs.alarm_count} alarms x {args.alarm_price:g} + "
+             f"{inputs.custom_metric_count} custom metrics x {args.metric_price:g} USD (before the free tier)",
+             inputs.alarm_count * args.alarm_price + inputs.custom_metric_count * args.metric_price)]
+    if inputs.binlog_interval_seconds:
+        fees.append(_binlog_put_fee(inputs, args))
+    lines += [Line(item, basis, 0.0, round(fee, 2), round(fee * rate, 2), 0.0, round(fee, 2), round(fee * rate, 2))
+              for item, basis, fee in fees]
     total_gb = sum(line.gb_month for line in lines)
     lines.append(Line("backup total", "", round(total_gb, 3), round(sum(line.usd for line in lines), 2),
                       round(sum(line.inr for line in lines), 2),
