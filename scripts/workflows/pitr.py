@@ -656,6 +656,10 @@ class EventParser:
                                 "database": sorted({n.split(".")[0] for n in t["rows"]})[0] if t["rows"] else None})
 
     def line(self, text: str) -> None:
+        m = _USE.match(text)
+        if m:
+            self.use = m.group(1).replace("``", "`")
+            return
         if self.statement is not None and not text.startswith("#"):
             if text.endswith("/*!*/;"):
                 body = "\n".join([*self.statement, text[:-6]]).strip()
@@ -670,10 +674,6 @@ class EventParser:
             counts = self.current["rows"].setdefault(table, {})
             counts[verb] = counts.get(verb, 0) + int(text.split(": ", 1)[1])
             self.verb = None
-            return
-        m = _USE.match(text)
-        if m:
-            self.use = m.group(1).replace("``", "`")
             return
         header = HEADER.match(text.encode("utf-8", "replace"))
         if not header:
@@ -702,6 +702,21 @@ class EventParser:
         return self.events
 
 
+def _decode(parser: EventParser, argv: list[str]) -> None:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tool_env(),
+                          text=True, errors="replace") as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[str] = []
+        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        drain.start()
+        for text in proc.stdout:
+            if not text.startswith(("# at ", "'")):
+                parser.line(text.rstrip("\n"))
+        drain.join(timeout=10)
+    if proc.returncode != 0:
+        raise CommandError(f"mariadb-binlog {qd._exit_description(proc)}: {''.join(errors).strip()[-300:]}")
+
+
 def events(session: Session, request: EventsRequest) -> dict[str, Any]:
     """DDL and large DML between two times, from the shipped segments (each verified first)."""
     r = request
@@ -720,18 +735,10 @@ def events(session: Session, request: EventsRequest) -> dict[str, Any]:
             files = _download_segments(session, s3, r.bucket, wanted, directory)
             scanned += [{"chain": chain.id, "file": s.file, "bytes": s.bytes} for s in wanted]
             parser = EventParser(chain.id, r.min_rows)
-            argv = _binlog_argv(files, None, r.until + ONE_SECOND, r.database,
-                                ["--base64-output=decode-rows", f"--start-datetime={_tool_time(r.since)}"])
-            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tool_env(),
-                                  text=True, errors="replace") as proc:
-                assert proc.stdout is not None
-                for text in proc.stdout:
-                    if text.startswith("# at ") or text.startswith("'"):
-                        continue
-                    parser.line(text.rstrip("\n"))
-                error = proc.stderr.read() if proc.stderr else ""
-            if proc.returncode != 0:
-                raise CommandError(f"mariadb-binlog exited {proc.returncode}: {error.strip()[-300:]}")
+            for segment, path in zip(wanted, files):   # one file at a time: each event names its file
+                parser.file = segment.file
+                _decode(parser, _binlog_argv([path], None, r.until + ONE_SECOND, r.database, [
+                    "--base64-output=decode-rows", f"--start-datetime={_tool_time(r.since)}"]))
             found += parser.finish()
     if r.grep:
         found = [e for e in found if r.grep.search(e.get("statement") or " ".join(e.get("tables") or {}))]
