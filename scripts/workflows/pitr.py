@@ -735,7 +735,7 @@ def events(session: Session, request: EventsRequest) -> dict[str, Any]:
             files = _download_segments(session, s3, r.bucket, wanted, directory)
             scanned += [{"chain": chain.id, "file": s.file, "bytes": s.bytes} for s in wanted]
             parser = EventParser(chain.id, r.min_rows)
-            for segment, path in zip(wanted, files):   # one file at a time: each event names its file
+            for segment, path in zip(wanted, files, strict=True):   # a file at a time: events name it
                 parser.file = segment.file
                 _decode(parser, _binlog_argv([path], None, r.until + ONE_SECOND, r.database, [
                     "--base64-output=decode-rows", f"--start-datetime={_tool_time(r.since)}"]))
