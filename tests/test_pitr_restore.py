@@ -294,3 +294,17 @@ def test_drill_pitr_reports_the_rpo_and_fails_above_the_bound(source, backupctl,
     assert (fresh.code, fresh.json()["ok"], stale.code, stale.json()["rpo_seconds"] > 5, exists(source, TARGET)) == \
         (0, True, 1, True, False)
     assert json.loads(fresh.out)["rpo_seconds"] <= 5
+
+
+def test_a_damaged_newest_dump_falls_back_to_the_older_one_and_replays_more(source, dump_bucket, tmp_path, restore):
+    older = dump(source, dump_bucket, tmp_path)
+    source.sql("INSERT INTO customers (name) VALUES ('between the dumps');", SOURCE)
+    time.sleep(1.1)   # dump keys are per second
+    newest = dump(source, dump_bucket, tmp_path)
+    source.sql("INSERT INTO customers (name) VALUES ('after both');", SOURCE)
+    expected = rows(source, SOURCE)
+    ChainShipper(source, dump_bucket).ship()
+    boto3.client("s3").put_object(Bucket=dump_bucket, Key=newest["key"], Body=b"not the dump")
+    result = restore(source, "--latest", "--target-database", TARGET, "--json")
+    assert result.code == 0, result.err
+    assert (result.json()["plan"]["dump"]["key"], rows(source, TARGET)) == (older["key"], expected)
