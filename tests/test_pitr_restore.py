@@ -308,3 +308,23 @@ def test_a_damaged_newest_dump_falls_back_to_the_older_one_and_replays_more(sour
     result = restore(source, "--latest", "--target-database", TARGET, "--json")
     assert result.code == 0, result.err
     assert (result.json()["plan"]["dump"]["key"], rows(source, TARGET)) == (older["key"], expected)
+
+
+def test_the_password_can_come_from_an_ssm_parameter_and_never_reaches_output_or_log(
+        source, dump_bucket, tmp_path, backupctl):
+    dump(source, dump_bucket, tmp_path)
+    ChainShipper(source, dump_bucket).ship()
+    password = "R3st0re 'pw' \"x\" $(id)"
+    escaped = password.replace("\\", "\\\\").replace("'", "\\'")
+    source.sql(f"CREATE OR REPLACE USER 'restorer'@'localhost' IDENTIFIED BY '{escaped}';"
+               f"GRANT ALL PRIVILEGES ON *.* TO 'restorer'@'localhost';")
+    boto3.client("ssm").put_parameter(Name="/quickport/test/restore-password", Value=password, Type="SecureString")
+    try:
+        result = backupctl("db-restore", "--latest", "--bucket", dump_bucket, "--prefix", "mysql",
+                           "--binlog-prefix", "binlog", "--database", SOURCE, "--target-database", TARGET,
+                           "--password-parameter", "/quickport/test/restore-password", "--user", "restorer",
+                           "--socket", source.socket, "--log-file", str(tmp_path / "ops.jsonl"))
+        assert (result.code, exists(source, TARGET), password in result.out + result.err +
+                (tmp_path / "ops.jsonl").read_text()) == (0, True, False), result.err
+    finally:
+        source.sql("DROP USER 'restorer'@'localhost'")
