@@ -31,16 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_dump import build_database, free_port, log  # noqa: E402
+from bench_dump import build_database, log  # noqa: E402
 
 from scripts.agent import quickport_dump  # noqa: E402
+from scripts.offline.emulator import running_emulator  # noqa: E402
 from tests.fixtures.binlog_chain import ChainShipper, Session, server_pid  # noqa: E402
 from tests.fixtures.mariadb import BACKUP_PASSWORD, binaries_present, grant_backup, running_mariadb  # noqa: E402
 
@@ -155,41 +155,23 @@ def main() -> int:
     args = parser.parse_args()
     if not binaries_present():
         sys.exit("bench_pitr: needs the MariaDB binaries (make system-deps)")
-    port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "ap-south-1", "AWS_REGION": "ap-south-1", "QUICKPORT_NO_VENV": "1"}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})   # the agent and boto3 here
     restore_rows: list[dict] = []
     rpo: dict[int, list[float]] = {}
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with tempfile.TemporaryDirectory(prefix="qp-bench-pitr-") as tmp, running_emulator(Path(tmp)):
+        env = {**os.environ, "QUICKPORT_NO_VENV": "1"}   # the emulator's AWS_* settings, for the children
         import boto3
-        boto3.client("s3", endpoint_url=endpoint, region_name="ap-south-1", aws_access_key_id="bench",
-                     aws_secret_access_key="bench").create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
-        with tempfile.TemporaryDirectory(prefix="qp-bench-pitr-") as tmp:
-            if not args.skip_restore:
-                restore_rows = bench_restore(args, env, Path(tmp))
-            if args.crash_runs and not SHIPPER.is_file():
-                log("no scripts/agent/binlog_ship.py (branch pitr-ship): crash runs skipped")
-            elif args.crash_runs:
-                for interval in [int(i) for i in args.intervals.split(",")]:
-                    for n in range(args.crash_runs):
-                        _clear_prefixes(endpoint)
-                        lost = crash_run(interval, env, Path(tmp) / f"crash-{interval}-{n}")
-                        log(f"crash run {n + 1} at interval {interval}s: {lost:.1f}s lost")
-                        rpo.setdefault(interval, []).append(lost)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=30)
+        boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+        if not args.skip_restore:
+            restore_rows = bench_restore(args, env, Path(tmp))
+        if args.crash_runs and not SHIPPER.is_file():
+            log("no scripts/agent/binlog_ship.py (branch pitr-ship): crash runs skipped")
+        elif args.crash_runs:
+            for interval in [int(i) for i in args.intervals.split(",")]:
+                for n in range(args.crash_runs):
+                    _clear_bucket()
+                    lost = crash_run(interval, env, Path(tmp) / f"crash-{interval}-{n}")
+                    log(f"crash run {n + 1} at interval {interval}s: {lost:.1f}s lost")
+                    rpo.setdefault(interval, []).append(lost)
     load = os.getloadavg()
     rpo_rows = [{"interval_s": i, "runs": len(v), "min_s": round(min(v), 1), "median_s": round(statistics.median(v), 1),
                  "max_s": round(max(v), 1), "bound_s": i + 10} for i, v in rpo.items()]
@@ -210,11 +192,10 @@ def main() -> int:
     return 0
 
 
-def _clear_prefixes(endpoint: str) -> None:
-    """Each crash run starts from an empty bucket: its chain and dump only."""
+def _clear_bucket() -> None:
+    """Each crash run starts from an empty bucket: its own dump and chain only."""
     import boto3
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="ap-south-1", aws_access_key_id="bench",
-                      aws_secret_access_key="bench")
+    s3 = boto3.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:

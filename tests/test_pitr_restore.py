@@ -2,6 +2,7 @@
 real mariadb-binlog and mariadb replaying them into a new database on a real server."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -52,6 +53,15 @@ def restore(backupctl, dump_bucket, tmp_path):
                          "--database", SOURCE, "--defaults-file", db.root_defaults,
                          "--log-file", str(tmp_path / "ops.jsonl"), *args)
     return run
+
+
+def shipped(db, bucket, tmp_path) -> tuple[dict, ChainShipper]:
+    """A dump, one change after it, and the binlogs shipped: the dump's manifest and the shipper."""
+    manifest = dump(db, bucket, tmp_path)
+    db.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
+    shipper = ChainShipper(db, bucket)
+    shipper.ship()
+    return manifest, shipper
 
 
 def changes_before_and_after(db):
@@ -114,9 +124,7 @@ def test_latest_restores_through_the_newest_shipped_transaction(source, dump_buc
 
 
 def test_the_restore_writes_nothing_to_the_target_servers_binlog(source, dump_bucket, tmp_path, restore):
-    dump(source, dump_bucket, tmp_path)
-    source.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
-    ChainShipper(source, dump_bucket).ship()
+    shipped(source, dump_bucket, tmp_path)
     before = source.sql("SELECT @@gtid_binlog_pos")[0][0]
     assert restore(source, "--latest", "--target-database", TARGET).code == 0
     assert (source.sql("SELECT @@gtid_binlog_pos")[0][0], exists(source, TARGET)) == (before, True)
@@ -168,10 +176,7 @@ def test_a_binlog_purged_before_it_was_shipped_is_refused_with_the_latest_restor
 
 
 def test_a_damaged_segment_is_refused_before_the_target_exists(source, dump_bucket, tmp_path, restore):
-    dump(source, dump_bucket, tmp_path)
-    source.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
-    shipper = ChainShipper(source, dump_bucket)
-    shipper.ship()
+    _, shipper = shipped(source, dump_bucket, tmp_path)
     segment = shipper.index["segments"][-1]
     s3 = boto3.client("s3")
     body = bytearray(s3.get_object(Bucket=dump_bucket, Key=segment["key"])["Body"].read())
@@ -183,14 +188,10 @@ def test_a_damaged_segment_is_refused_before_the_target_exists(source, dump_buck
 
 
 def test_a_failing_replay_leaves_nothing_named_target(source, dump_bucket, tmp_path, restore):
-    dump(source, dump_bucket, tmp_path)
-    source.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
-    shipper = ChainShipper(source, dump_bucket)
-    shipper.ship()
+    _, shipper = shipped(source, dump_bucket, tmp_path)
     # A truncated file whose manifest and index agree with it: the hash passes, mariadb-binlog fails.
     entry = shipper.index["segments"][-1]
     body = (source.base / "data" / entry["file"]).read_bytes()[:-40]
-    import hashlib
     entry.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
     shipper.put(entry["key"], body, "application/octet-stream")
     shipper._write_index()
@@ -232,10 +233,7 @@ def test_replace_rebuilds_an_existing_target(source, dump_bucket, tmp_path, rest
 
 
 def test_dry_run_prints_the_plan_from_s3_alone_and_changes_nothing(source, dump_bucket, tmp_path, restore):
-    manifest = dump(source, dump_bucket, tmp_path)
-    source.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
-    shipper = ChainShipper(source, dump_bucket)
-    shipper.ship()
+    manifest, shipper = shipped(source, dump_bucket, tmp_path)
     gone = tmp_path / "gone.cnf"   # the source server is gone: a client option file reaching nothing
     gone.write_text(f"[client]\nsocket={tmp_path / 'no.sock'}\n")
     result = restore(source, "--latest", "--target-database", TARGET, "--dry-run", "--json",
@@ -280,9 +278,7 @@ def test_drill_pitr_reports_the_rpo_and_fails_above_the_bound(source, backupctl,
     doc["config"]["quickport-backup:binlog"].update(intervalSeconds=5, rpoBoundSeconds=5)
     config = tmp_path / "Pulumi.prod.yaml"
     config.write_text(yaml.safe_dump(doc))
-    dump(source, dump_bucket, tmp_path)
-    source.sql("INSERT INTO customers (name) VALUES ('x');", SOURCE)
-    ChainShipper(source, dump_bucket).ship()
+    shipped(source, dump_bucket, tmp_path)
 
     def drill():
         return backupctl("db-restore-drill", "--pitr", "--latest", "--bucket", dump_bucket, "--prefix", "mysql",
