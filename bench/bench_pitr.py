@@ -41,11 +41,10 @@ from bench_dump import build_database, log  # noqa: E402
 
 from scripts.agent import quickport_dump  # noqa: E402
 from scripts.offline.emulator import running_emulator  # noqa: E402
-from tests.fixtures.binlog_chain import ChainShipper, Session, server_pid  # noqa: E402
+from tests.fixtures.binlog_chain import SHIPPER, Session, Shipper, server_pid  # noqa: E402
 from tests.fixtures.mariadb import BACKUP_PASSWORD, binaries_present, grant_backup, running_mariadb  # noqa: E402
 
 BUCKET = "qp-bench-pitr"
-SHIPPER = ROOT / "scripts" / "agent" / "binlog_ship.py"
 ROWS_PER_BINLOG_MB = 9000   # ~115 bytes of row event per inserted position row, measured once
 
 
@@ -74,7 +73,7 @@ def bench_restore(args, env: dict, tmp: Path) -> list[dict]:
         for start in range(0, rows, 10_000):
             source.sql(f"INSERT INTO positions SELECT {base_id} + seq, seq MOD 500, NOW(), 12.9, 77.5, 1, 2, "
                        f"MD5(seq) FROM seq_{start + 1}_to_{start + 10_000}", name)
-        shipper = ChainShipper(source, BUCKET)
+        shipper = Shipper(source, BUCKET, tmp / "ship-state")
         shipper.ship()
         segments = shipper.index["segments"]
         files = [source.base / "data" / s["file"] for s in segments

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.binlog_chain import ChainShipper, utc, wait_for_next_second, z
+from tests.fixtures.binlog_chain import Shipper, utc, wait_for_next_second, z
 from tests.fixtures.mariadb import seed_database
 
 SOURCE, OTHER = "events_src", "events_other"
 
 
 @pytest.fixture
-def window(binlog_server, dump_bucket):
+def window(binlog_server, dump_bucket, tmp_path):
     """A DDL, a 2500-row UPDATE and a small INSERT in SOURCE, a DDL in OTHER, shipped; their GTIDs."""
     binlog_server.drop_databases(SOURCE, OTHER)
     seed_database(binlog_server, SOURCE)
@@ -26,7 +26,7 @@ def window(binlog_server, dump_bucket):
              "small": gtid("INSERT INTO customers (name) VALUES ('one row')", SOURCE),
              "other": gtid("CREATE TABLE other_t (id INT PRIMARY KEY)", OTHER)}
     until = utc()
-    ChainShipper(binlog_server, dump_bucket).ship()
+    Shipper(binlog_server, dump_bucket, tmp_path / "ship-state").ship()
     yield z(since), z(until), gtids
     binlog_server.drop_databases(SOURCE, OTHER)
 

@@ -12,19 +12,14 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from components.config import REPO_ROOT
 from scripts.agent import quickport_dump
-from tests.fixtures.binlog_chain import Session, server_pid
+from tests.fixtures.binlog_chain import SHIPPER, Session, server_pid
 from tests.fixtures.mariadb import BACKUP_PASSWORD, grant_backup, running_mariadb
 
-SHIPPER = REPO_ROOT / "scripts" / "agent" / "binlog_ship.py"
 INTERVAL = 5
 SOURCE, TARGET = "crash_src", "crash_dst"
 
 
-@pytest.mark.skipif(not SHIPPER.is_file(), reason="the shipper (branch pitr-ship) is not merged yet")
 def test_a_server_lost_mid_write_is_rebuilt_from_s3_with_no_hole_and_a_bounded_loss(
         dump_bucket, backupctl, tmp_path):
     with running_mariadb(binlog=True, server_id=3) as source:
