@@ -329,3 +329,18 @@ def test_the_password_can_come_from_an_ssm_parameter_and_never_reaches_output_or
                 (tmp_path / "ops.jsonl").read_text()) == (0, True, False), result.err
     finally:
         source.sql("DROP USER 'restorer'@'localhost'")
+
+
+def test_an_idle_database_after_the_dump_restores_from_the_dump_alone(source, dump_bucket, tmp_path, restore):
+    shipper = Shipper(source, dump_bucket, tmp_path / "ship-state")
+    shipper.ship()                      # the seed shipped; the file now open holds no transaction
+    manifest = dump(source, dump_bucket, tmp_path)
+    expected = rows(source, SOURCE)
+    time.sleep(1.1)
+    shipper.ship()                      # nothing to flush: only the confirmed point moves on
+    index = shipper.index
+    result = restore(source, "--latest", "--target-database", TARGET, "--json")
+    assert result.code == 0, result.err
+    report = result.json()
+    assert (index["confirmed_file"], report["plan"]["segments"], rows(source, TARGET), report["restored_to"]) == \
+        (manifest["binlog"]["file"], [], expected, index["confirmed_at"])

@@ -95,6 +95,8 @@ class Chain:
     segments: tuple[Segment, ...]
     confirmed_at: Optional[dt.datetime]
     closed: Optional[dict[str, Any]]
+    confirmed_file: Optional[str] = None       # the server's binlog end the shipper last saw, all
+    confirmed_position: Optional[int] = None   # before it shipped
 
     @property
     def restorable_until(self) -> Optional[dt.datetime]:
@@ -148,8 +150,17 @@ def read_chains(s3, bucket: str, prefix: str) -> list[Chain]:
         except (KeyError, TypeError, ValueError) as e:
             raise CommandError(f"s3://{bucket}/{key}: a segment entry lacks {e}") from None
         chains.append(Chain(id=chain_id, server_id=int(index.get("server_id", 0)), segments=segments,
-                            confirmed_at=parse_time(index.get("confirmed_at")), closed=index.get("closed")))
+                            confirmed_at=parse_time(index.get("confirmed_at")), closed=index.get("closed"),
+                            confirmed_file=index.get("confirmed_file"),
+                            confirmed_position=_int_or_none(index.get("confirmed_position"))))
     return chains
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_dumps(s3, bucket: str, prefix: str, database: str) -> list[Dump]:
@@ -217,7 +228,7 @@ class Plan:
         return {"dump": {"manifest": self.dump.manifest_key, "key": m["key"], "bytes": int(m["bytes"]),
                          "sha256": m["sha256"], "finished_at": isoz(self.dump.finished_at),
                          "binlog": self.dump.binlog},
-                "chain": self.chain.id, "start_file": self.segments[0].file if self.segments else None,
+                "chain": self.chain.id, "start_file": (self.dump.binlog or {}).get("file"),
                 "start_position": self.start_position,
                 "segments": [s.describe() for s in self.segments], "binlog_bytes": self.binlog_bytes,
                 "to_time": isoz(self.target_time), "latest": self.latest,
@@ -226,10 +237,17 @@ class Plan:
 
 
 def _chain_of(chains: list[Chain], coordinates: dict[str, Any]) -> Optional[Chain]:
+    """The chain holding the dump's binlog file; or the one whose confirmed point is in that file at
+    or after the dump's position: the shipper leaves a file open only while it holds no transaction
+    to ship, so the dump alone is the database up to confirmed_at (an idle database after the dump)."""
     server_id = int(coordinates.get("server_id") or 0)
     for chain in reversed(chains):
-        if (not server_id or chain.server_id == server_id) and any(s.file == coordinates["file"]
-                                                                    for s in chain.segments):
+        if server_id and chain.server_id != server_id:
+            continue
+        if any(s.file == coordinates["file"] for s in chain.segments):
+            return chain
+        if (chain.confirmed_file == coordinates["file"] and chain.confirmed_position is not None
+                and int(coordinates.get("position") or 0) <= chain.confirmed_position):
             return chain
     return None
 
@@ -288,7 +306,7 @@ def plan(session: Session, request: RestoreRequest) -> Plan:
         # mariadb-binlog stops at the first event at or after T+1s: a file holding one is the last needed.
         if request.to_time is not None and segment.last_event_at and segment.last_event_at >= target + ONE_SECOND:
             break
-    missing = chain.missing_between(start, file_number(needed[-1].file))
+    missing = chain.missing_between(start, file_number(needed[-1].file)) if needed else None
     if missing:
         raise _refuse_gap(s3, request, chain, wanted, missing)
     if target < dump.finished_at:
@@ -458,8 +476,9 @@ def _download_dump(session: Session, s3, bucket: str, plan_: Plan, directory: Pa
             continue
         if dump is not plan_.dump:
             start = file_number(dump.binlog["file"]) if dump.binlog else 0
-            older = [s for s in plan_.chain.segments if start <= file_number(s.file) < file_number(
-                plan_.segments[0].file)]
+            end = file_number(plan_.segments[0].file) if plan_.segments else None
+            older = [s for s in plan_.chain.segments
+                     if start <= file_number(s.file) and (end is None or file_number(s.file) < end)]
             plan_.dump, plan_.segments = dump, older + plan_.segments
             plan_.start_position = int(dump.binlog.get("position") or 4) if dump.binlog else 4
         return path
