@@ -871,6 +871,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args, EXIT_FAILED, str(e))
     except (Terminated, KeyboardInterrupt) as e:
         return _fail(args, EXIT_FAILED, str(e) or "interrupted")
+    except OSError as e:   # the state directory or spool: unwritable, full disk
+        return _fail(args, EXIT_FAILED, f"local file system: {e}")
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
