@@ -7,7 +7,8 @@ from components.config import TOP_LEVEL_KEYS, StackConfig, parse_config
 from components.errors import ConfigError
 from components.tags import NAMESPACE
 
-_OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption", "monitoring"}
+_OBJECT_KEYS = {"backup", "recycleBin", "baselines", "dumps", "files", "guardRails", "ebsEncryption", "monitoring",
+                "binlog"}
 
 
 def _reject_unknown_keys() -> None:
