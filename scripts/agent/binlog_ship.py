@@ -63,7 +63,8 @@ FIRST_EVENT_POSITION = 4   # after the 4-byte magic number
 # Privileges the shipper needs (docs/binlog-shipping.md); alternatives that also satisfy each one.
 REQUIRED_GRANTS = {
     "REPLICATION SLAVE": ("REPLICATION SLAVE", "ALL PRIVILEGES"),           # read binlogs as a replica
-    "BINLOG MONITOR": ("BINLOG MONITOR", "REPLICATION CLIENT", "SUPER", "ALL PRIVILEGES"),  # SHOW BINARY LOGS
+    # SHOW BINARY LOGS / MASTER STATUS / BINLOG EVENTS (10.5.2+; REPLICATION CLIENT is its old alias)
+    "BINLOG MONITOR": ("BINLOG MONITOR", "REPLICATION CLIENT", "ALL PRIVILEGES"),
     "RELOAD": ("RELOAD", "ALL PRIVILEGES"),                                  # FLUSH BINARY LOGS
 }
 MIN_SERVER_RETENTION_SECONDS = 86400
