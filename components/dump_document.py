@@ -199,14 +199,30 @@ def parameter_arn_suffix(name: str) -> str:
     return "parameter/" + name.lstrip("/")
 
 
+def parameter_arn(region: str, name: str) -> pulumi.Output[str]:
+    """The SSM parameter's ARN in this account and partition."""
+    identity = aws.get_caller_identity_output()
+    partition = aws.get_partition_output()
+    return pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":", identity.account_id, ":",
+                                parameter_arn_suffix(name))
+
+
+def command_document(resource_name: str, document_name: str, content: dict, script_path: Path,
+                     opts: pulumi.ResourceOptions) -> aws.ssm.Document:
+    """An SSM Command document (JSON) for the instance, refused above AWS's size quota."""
+    text = json.dumps(content, indent=1)
+    if len(text.encode()) > MAX_DOCUMENT_BYTES:
+        raise DumpDocumentError(f"SSM document {document_name} would be {len(text.encode())} bytes; AWS allows "
+                                f"{MAX_DOCUMENT_BYTES}. Shrink {script_path}")
+    return aws.ssm.Document(resource_name, name=document_name, document_type="Command", document_format="JSON",
+                            content=text, target_type="/AWS::EC2::Instance", tags=STRATEGY_TAGS, opts=opts)
+
+
 def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[str], dumps: DumpConfig,
                              region: str) -> pulumi.Output[str]:
     """Exactly what the dump and restore hand-offs need: add objects under three prefixes, the bucket
     key, one parameter, metrics in one namespace."""
-    identity = aws.get_caller_identity_output()
-    partition = aws.get_partition_output()
-    parameter_arn = pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":",
-                                         identity.account_id, ":", parameter_arn_suffix(dumps.password_parameter))
+    password_arn = parameter_arn(region, dumps.password_parameter)
     return pulumi.Output.json_dumps({
         "Version": "2012-10-17",
         "Statement": [
@@ -244,7 +260,7 @@ def instance_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Inpu
                 "Sid": "ReadDumpPassword",
                 "Effect": "Allow",
                 "Action": "ssm:GetParameter",
-                "Resource": parameter_arn,
+                "Resource": password_arn,
             },
             {
                 # PutMetricData has no resource-level permissions ("*" is required); the namespace
@@ -266,17 +282,8 @@ class DumpDocument(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         script = read_dump_script(args.script_path)
-        content = json.dumps(document_content(script, args.files, args.dumps, args.region,
-                                              args.timeout_seconds, args.stack), indent=1)
-        if len(content.encode()) > MAX_DOCUMENT_BYTES:
-            raise DumpDocumentError(
-                f"SSM document {args.document_name} would be {len(content.encode())} bytes; AWS allows "
-                f"{MAX_DOCUMENT_BYTES}. Shrink {args.script_path}")
-
-        self.document = aws.ssm.Document(
-            f"{name}-document", name=args.document_name, document_type="Command",
-            document_format="JSON", content=content, target_type="/AWS::EC2::Instance",
-            tags=STRATEGY_TAGS, opts=child)
+        content = document_content(script, args.files, args.dumps, args.region, args.timeout_seconds, args.stack)
+        self.document = command_document(f"{name}-document", args.document_name, content, args.script_path, child)
 
         self.instance_policy = aws.iam.RolePolicy(
             f"{name}-instance-policy", name=f"{args.document_name}-writer", role=args.instance_role_name,
@@ -485,10 +492,7 @@ def binlog_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[
                            region: str) -> pulumi.Output[str]:
     """What the shipper adds to the instance role: objects under the binlog prefix only, the bucket key,
     its own password parameter (metrics: the dump policy's namespace-bound statement)."""
-    identity = aws.get_caller_identity_output()
-    partition = aws.get_partition_output()
-    parameter_arn = pulumi.Output.concat("arn:", partition.partition, ":ssm:", region, ":", identity.account_id,
-                                         ":", parameter_arn_suffix(binlog.password_parameter))
+    password_arn = parameter_arn(region, binlog.password_parameter)
     return pulumi.Output.json_dumps({
         "Version": "2012-10-17",
         "Statement": [
@@ -496,7 +500,7 @@ def binlog_policy_document(bucket_arn: pulumi.Input[str], key_arn: pulumi.Input[
              "Resource": pulumi.Output.concat(bucket_arn, "/", binlog.prefix, "/*")},
             {"Sid": "UseBucketKey", "Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": key_arn},
             {"Sid": "ReadBinlogPassword", "Effect": "Allow", "Action": "ssm:GetParameter",
-             "Resource": parameter_arn},
+             "Resource": password_arn},
         ],
     })
 
@@ -511,14 +515,8 @@ class BinlogShipperDocument(pulumi.ComponentResource):
         script = read_dump_script(args.script_path, BINLOG_HEREDOC_END, "binlog shipper")
         if UNIT_HEREDOC_END in script.splitlines():
             raise DumpDocumentError(f"binlog shipper {args.script_path} contains the line {UNIT_HEREDOC_END}")
-        content = json.dumps(binlog_document_content(script), indent=1)
-        if len(content.encode()) > MAX_DOCUMENT_BYTES:
-            raise DumpDocumentError(
-                f"SSM document {args.document_name} would be {len(content.encode())} bytes; AWS allows "
-                f"{MAX_DOCUMENT_BYTES}. Shrink {args.script_path}")
-        self.document = aws.ssm.Document(
-            f"{name}-document", name=args.document_name, document_type="Command", document_format="JSON",
-            content=content, target_type="/AWS::EC2::Instance", tags=STRATEGY_TAGS, opts=child)
+        self.document = command_document(f"{name}-document", args.document_name, binlog_document_content(script),
+                                         args.script_path, child)
         self.instance_policy = aws.iam.RolePolicy(
             f"{name}-instance-policy", name=f"{args.document_name}-writer", role=args.instance_role_name,
             policy=binlog_policy_document(args.bucket_arn, args.key_arn, args.binlog, args.region), opts=child)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from scripts.agent import binlog_ship as agent
 from scripts.commands.base import Context, add_common_options, number_in_range
+from scripts.commands.database import PREFIX_RULE
+from scripts.commands.database import _check as check_value
 from scripts.errors import UsageError
 from scripts.workflows import binlog as flow
 
@@ -51,12 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_binlog_ship)
 
 
-def _check(value: str, field: str, pattern, allowed: str) -> str:
-    if not pattern.match(value or ""):
-        raise UsageError(f"{field} {value!r}: {allowed}")
-    return value
-
-
 def run_binlog_ship(ctx: Context) -> int:
     a = ctx.args
 
@@ -64,13 +60,13 @@ def run_binlog_ship(ctx: Context) -> int:
         """A stack value, read only when a flag leaves it out (every flag given: no stack file needed)."""
         return getattr(getattr(ctx.config, section), key)
 
-    bucket = _check(a.bucket or stack("dumps", "bucket_name"), "--bucket", agent.BUCKET_RE, "must be an S3 bucket name")
-    prefix = _check(a.prefix or stack("binlog", "prefix"), "--prefix", agent.PREFIX_RE,
-                    "must be lowercase a-z 0-9 . _ - segments separated by /")
+    bucket = check_value(a.bucket or stack("dumps", "bucket_name"), "--bucket", agent.BUCKET_RE,
+                         "must be an S3 bucket name")
+    prefix = check_value(a.prefix or stack("binlog", "prefix"), "--prefix", agent.PREFIX_RE, PREFIX_RULE)
     if a.defaults_file is not None and not a.defaults_file.is_file():
         raise UsageError(f"--defaults-file {a.defaults_file}: no such file")
-    user = "" if a.defaults_file else _check(a.user or stack("binlog", "user"), "--user", agent.USER_RE,
-                                             "must be 1-80 characters A-Z a-z 0-9 _")
+    user = "" if a.defaults_file else check_value(a.user or stack("binlog", "user"), "--user", agent.USER_RE,
+                                                  "must be 1-80 characters A-Z a-z 0-9 _")
     if a.state_dir.exists() and not a.state_dir.is_dir():
         raise UsageError(f"--state-dir {a.state_dir}: must be a directory")
     parent = _existing_parent(a.state_dir)
