@@ -605,3 +605,65 @@ def test_two_shippers_on_one_state_dir_refuse(binlog_server, dump_bucket, tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+# --- backupctl binlog-ship ---------------------------------------------------------------------------
+
+def test_backupctl_binlog_ship_once_runs_the_agent_and_passes_json_through(binlog_server, dump_bucket, tmp_path,
+                                                                          backupctl):
+    defaults = binlog_user(binlog_server, tmp_path)
+    write_rows(binlog_server, "ship_cli", 5)
+    result = backupctl("binlog-ship", "--once", "--json", "--bucket", dump_bucket, "--defaults-file", defaults,
+                       "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "ops.jsonl"))
+    assert result.code == 0, result.err
+    report = json.loads(result.out)        # exactly one document: the agent's
+    assert report["ok"] is True and report["segments"]
+    assert_chain_complete(binlog_server, dump_bucket, report["chain"])
+    events = [json.loads(line)["event"] for line in (tmp_path / "ops.jsonl").read_text().splitlines()]
+    assert events == ["started", "finished"]
+
+
+def test_backupctl_binlog_ship_passes_the_agents_failure_code_through(binlog_server, dump_bucket, tmp_path,
+                                                                     backupctl):
+    wrong = tmp_path / "wrong.cnf"
+    wrong.write_text(f"[client]\nuser=binlog\npassword=nope\nsocket={binlog_server.socket}\n")
+    result = backupctl("binlog-ship", "--once", "--json", "--bucket", dump_bucket, "--defaults-file", str(wrong),
+                       "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "ops.jsonl"))
+    assert result.code == 1
+    assert json.loads(result.out)["ok"] is False and "Access denied" in result.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--once", "--interval", "4"], "--interval '4': must be a whole number of seconds from 5 to 300"),
+    (["--once", "--prefix", "Bin/"], "--prefix 'Bin/': must be lowercase"),
+    (["--once", "--defaults-file", "/nonexistent.cnf"], "--defaults-file /nonexistent.cnf: no such file"),
+    (["--once", "--state-dir", "CONFIG/state"], "/state: cannot be created ("),
+    (["--interval", "30"], "one of the arguments --once --follow is required"),
+])
+def test_backupctl_binlog_ship_bad_input_is_one_line_exit_2(argv, message, backupctl, prod):
+    argv = [a.replace("CONFIG", str(prod.config_file)) for a in argv]   # a file cannot hold a directory
+    result = backupctl("binlog-ship", *argv, *prod.common_args(), "--bucket", "qp-test-dumps",
+                       *([] if "--defaults-file" in argv else ["--defaults-file", str(prod.config_file)]))
+    assert result.code == 2
+    assert message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_backupctl_binlog_ship_follow_forwards_sigterm_and_exits_0(shipper_server, dump_bucket, tmp_path):
+    from tests.fixtures.cli import LAUNCHER
+    defaults = binlog_user(shipper_server, tmp_path)
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER), "binlog-ship", "--follow", "--interval", "300",
+                             "--bucket", dump_bucket, "--defaults-file", defaults, "--state-dir", str(state),
+                             "--log-file", str(tmp_path / "ops.jsonl")],
+                            env={**os.environ, "QUICKPORT_NO_VENV": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: confirmed_at(state) is not None)
+        write_rows(shipper_server, "ship_cli_term", 5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    index = json.loads((state / "state.json").read_text())["index"]
+    assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)

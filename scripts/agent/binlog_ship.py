@@ -63,7 +63,8 @@ FIRST_EVENT_POSITION = 4   # after the 4-byte magic number
 # Privileges the shipper needs (docs/binlog-shipping.md); alternatives that also satisfy each one.
 REQUIRED_GRANTS = {
     "REPLICATION SLAVE": ("REPLICATION SLAVE", "ALL PRIVILEGES"),           # read binlogs as a replica
-    "BINLOG MONITOR": ("BINLOG MONITOR", "REPLICATION CLIENT", "SUPER", "ALL PRIVILEGES"),  # SHOW BINARY LOGS
+    # SHOW BINARY LOGS / MASTER STATUS / BINLOG EVENTS (10.5.2+; REPLICATION CLIENT is its old alias)
+    "BINLOG MONITOR": ("BINLOG MONITOR", "REPLICATION CLIENT", "ALL PRIVILEGES"),
     "RELOAD": ("RELOAD", "ALL PRIVILEGES"),                                  # FLUSH BINARY LOGS
 }
 MIN_SERVER_RETENTION_SECONDS = 86400
@@ -871,6 +872,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args, EXIT_FAILED, str(e))
     except (Terminated, KeyboardInterrupt) as e:
         return _fail(args, EXIT_FAILED, str(e) or "interrupted")
+    except OSError as e:   # the state directory or spool: unwritable, full disk
+        return _fail(args, EXIT_FAILED, f"local file system: {e}")
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
