@@ -8,7 +8,12 @@ from components.backup_vault import BackupVault, BackupVaultArgs
 from components.baselines import BaselineSnapshots, BaselineSnapshotsArgs
 from components.config import StackConfig
 from components.dump_bucket import DumpBucket, DumpBucketArgs
-from components.dump_document import DumpDocument, DumpDocumentArgs
+from components.dump_document import (
+    BinlogShipperDocument,
+    BinlogShipperDocumentArgs,
+    DumpDocument,
+    DumpDocumentArgs,
+)
 from components.guard_rails import AccountGuardRails, AccountGuardRailsArgs
 from components.monitoring import BackupMonitoring, BackupMonitoringArgs
 from components.recycle_bin import RecycleBin, RecycleBinArgs
@@ -28,6 +33,10 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     dump_args = DumpDocumentArgs.from_config(cfg, bucket.bucket_name, bucket.bucket_arn, bucket.key_arn,
                                              association_depends_on=[bucket])
     dump = DumpDocument(f"{prefix}-dump", dump_args)
+    # Point-in-time recovery: the shipper's service, in a document of its own (SSM's 64 KB each).
+    binlog = BinlogShipperDocument(f"{prefix}-binlog", BinlogShipperDocumentArgs.from_config(
+        cfg, bucket.bucket_name, bucket.bucket_arn, bucket.key_arn, association_depends_on=[bucket])) \
+        if cfg.binlog.enabled else None
     monitoring = BackupMonitoring(f"{prefix}-monitoring", BackupMonitoringArgs.from_config(
         cfg, dump_document_name=dump_args.document_name))
     vault_arns = [vault.vault_arn] + ([plan.copy_vault.arn] if plan.copy_vault else []) + (
@@ -67,9 +76,12 @@ def declare_stack(cfg: StackConfig) -> dict[str, pulumi.ComponentResource]:
     pulumi.export("dumpKeyArn", bucket.key_arn)
     pulumi.export("dumpDocumentName", dump.document_name)
     pulumi.export("dumpAssociationId", dump.association_id)
+    if binlog:
+        pulumi.export("binlogShipperDocumentName", binlog.document_name)
     pulumi.export("operatorPolicyArn", guard_rails.operator_policy_arn)
     pulumi.export("monitoringTopicArn", monitoring.topic_arn)
     if monitoring.trail:
         pulumi.export("trailArn", monitoring.trail.arn)
     return {"recycle_bin": recycle_bin, "vault": vault, "plan": plan, "baselines": baselines,
-            "bucket": bucket, "dump": dump, "monitoring": monitoring, "guard_rails": guard_rails}
+            "bucket": bucket, "dump": dump, **({"binlog": binlog} if binlog else {}),
+            "monitoring": monitoring, "guard_rails": guard_rails}

@@ -21,6 +21,10 @@ from components.dump_document import (
 SHIPPED_SCRIPT = REPO_ROOT / "scripts" / "agent" / "quickport_dump.py"
 PARAMETERS = ["Bucket", "Compression", "Database", "FilesPrefix", "PasswordParameter", "Prefix", "Region", "Stack",
               "User"]
+# The stack also declares the binlog shipper's document, association and policy: look these up by name.
+DOCUMENT = ("aws:ssm/document:Document", "quickport-prod-dump-document")
+ASSOCIATION = ("aws:ssm/association:Association", "quickport-prod-dump-association")
+ROLE_POLICY = ("aws:iam/rolePolicy:RolePolicy", "quickport-prod-dump-instance-policy")
 INJECTIONS = ["; rm -rf /", "x'; rm -rf / #", "$(reboot)", "`id`", "a b", "a|b", "a&&b", "a\nrm -rf /", "'"]
 
 
@@ -31,7 +35,7 @@ def script() -> str:
 
 
 def _content(declared) -> dict:
-    return json.loads(declared.one("aws:ssm/document:Document").inputs["content"])
+    return json.loads(declared.one(*DOCUMENT).inputs["content"])
 
 
 def _steps(declared) -> dict:
@@ -50,7 +54,7 @@ def _sh(commands: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_document_is_a_json_command_document_of_schema_2_2(prod_stack):
-    document = prod_stack.one("aws:ssm/document:Document")
+    document = prod_stack.one(*DOCUMENT)
     assert document.inputs["documentType"] == "Command"
     assert document.inputs["documentFormat"] == "JSON"
     assert _content(prod_stack)["schemaVersion"] == "2.2"
@@ -165,8 +169,8 @@ def test_compression_allows_only_zstd_and_gzip(prod_stack):
 
 
 def test_association_runs_the_document_on_the_instance_on_the_dump_schedule(prod_stack):
-    association = prod_stack.one("aws:ssm/association:Association")
-    document = prod_stack.one("aws:ssm/document:Document")
+    association = prod_stack.one(*ASSOCIATION)
+    document = prod_stack.one(*DOCUMENT)
     assert association.inputs["name"] == document.outputs["name"]
     assert association.inputs["targets"] == [{"key": "InstanceIds", "values": ["i-0a1b2c3d4e5f67890"]}]
     assert association.inputs["scheduleExpression"] == "cron(30 20 * * ? *)"
@@ -174,11 +178,11 @@ def test_association_runs_the_document_on_the_instance_on_the_dump_schedule(prod
 
 
 def test_association_runs_the_latest_document_version(prod_stack):
-    assert prod_stack.one("aws:ssm/association:Association").inputs["documentVersion"] == "$LATEST"
+    assert prod_stack.one(*ASSOCIATION).inputs["documentVersion"] == "$LATEST"
 
 
 def test_association_passes_the_configured_values_which_satisfy_the_patterns(prod_stack):
-    parameters = prod_stack.one("aws:ssm/association:Association").inputs["parameters"]
+    parameters = prod_stack.one(*ASSOCIATION).inputs["parameters"]
     assert parameters == {"Database": "quickport_crm_laravel", "Bucket": "quickport-prod-db-dumps-ap-south-1",
                           "Prefix": "mysql", "FilesPrefix": "files",
                           "PasswordParameter": "/quickport/prod/mysql/backup-password", "User": "backup",
@@ -188,11 +192,11 @@ def test_association_passes_the_configured_values_which_satisfy_the_patterns(pro
 
 
 def test_instance_role_policy_is_attached_to_the_configured_role(prod_stack):
-    assert prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["role"] == "quickport-prod-ec2"
+    assert prod_stack.one(*ROLE_POLICY).inputs["role"] == "quickport-prod-ec2"
 
 
 def test_instance_role_may_only_add_objects_under_the_dump_files_and_restores_prefixes(prod_stack):
-    statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
+    statements = json.loads(prod_stack.one(*ROLE_POLICY).inputs["policy"])["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
     assert sorted(by_sid) == ["HandRestoresBack", "PublishDumpMetrics", "ReadBucketEncryption", "ReadDumpPassword",
                               "UseBucketKey", "WriteDumpsAndFiles"]
@@ -210,21 +214,21 @@ def test_instance_role_may_only_add_objects_under_the_dump_files_and_restores_pr
 
 
 def test_instance_role_may_use_only_the_bucket_key(prod_stack):
-    statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
+    statements = json.loads(prod_stack.one(*ROLE_POLICY).inputs["policy"])["Statement"]
     [kms] = [s for s in statements if s["Sid"] == "UseBucketKey"]
     assert sorted(kms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert kms["Resource"] == prod_stack.one("aws:kms/key:Key", "quickport-prod-dumps-key").outputs["arn"]
 
 
 def test_instance_role_may_read_only_the_password_parameter(prod_stack):
-    statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
+    statements = json.loads(prod_stack.one(*ROLE_POLICY).inputs["policy"])["Statement"]
     [ssm] = [s for s in statements if s["Sid"] == "ReadDumpPassword"]
     assert ssm["Action"] == "ssm:GetParameter"
     assert ssm["Resource"] == "arn:aws:ssm:ap-south-1:123456789012:parameter/quickport/prod/mysql/backup-password"
 
 
 def test_instance_role_may_publish_metrics_only_into_the_backup_namespace(prod_stack):
-    statements = json.loads(prod_stack.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])["Statement"]
+    statements = json.loads(prod_stack.one(*ROLE_POLICY).inputs["policy"])["Statement"]
     [metrics] = [s for s in statements if s["Sid"] == "PublishDumpMetrics"]
     # PutMetricData supports no resource ARNs; the namespace condition key is what scopes it.
     assert metrics == {"Sid": "PublishDumpMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
@@ -238,8 +242,8 @@ def test_agent_and_alarms_use_one_metrics_namespace():
 
 
 def test_association_waits_for_the_instance_policy_and_the_bucket(prod_stack):
-    association = prod_stack.one("aws:ssm/association:Association")
-    assert prod_stack.one("aws:iam/rolePolicy:RolePolicy").urn in association.dependencies
+    association = prod_stack.one(*ASSOCIATION)
+    assert prod_stack.one(*ROLE_POLICY).urn in association.dependencies
     # A dependency on a component is a dependency on each of its children.
     for type_ in ("aws:s3/bucketPolicy:BucketPolicy", "aws:s3/bucketVersioning:BucketVersioning",
                   "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"):

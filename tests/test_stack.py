@@ -10,7 +10,8 @@ from components.stack import declare_stack
 from scripts.offline.engine import run_program
 
 COMPONENTS = ["quickport:backup:AccountGuardRails", "quickport:backup:BackupMonitoring", "quickport:backup:BackupVault",
-              "quickport:backup:BaselineSnapshots", "quickport:backup:DailySnapshotPlan",
+              "quickport:backup:BaselineSnapshots", "quickport:backup:BinlogShipperDocument",
+              "quickport:backup:DailySnapshotPlan",
               "quickport:backup:DumpBucket", "quickport:backup:DumpDocument", "quickport:backup:RecycleBin"]
 # Losing any of these loses backups: the engine must refuse to delete them.
 MUST_BE_PROTECTED = ["aws:backup/vault:Vault", "aws:backup/vaultLockConfiguration:VaultLockConfiguration",

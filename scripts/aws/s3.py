@@ -149,3 +149,15 @@ def bucket_lifecycle_rules(s3, bucket: str) -> list[dict[str, Any]]:
     answer = _absent_is_none(lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket),
                              "NoSuchLifecycleConfiguration")
     return [] if answer is None else answer.get("Rules", [])
+
+
+# --- point-in-time restore (scripts/workflows/pitr.py) ----------------------------------------------
+
+def binlog_chain_ids(s3, bucket: str, prefix: str) -> list[str]:
+    """The chain ids under the binlog prefix (`<prefix>/<chain>/...`), oldest first; not `gaps`."""
+    return sorted(name for name in child_prefixes(s3, bucket, prefix) if name != "gaps")
+
+
+def dump_manifest_keys(s3, bucket: str, prefix: str, database: str) -> list[str]:
+    """Every dump manifest of `database` (`<prefix>/<database>/YYYY/MM/DD/*.manifest.json`)."""
+    return sorted(k for k in keys_under(s3, bucket, f"{prefix}/{database}/") if k.endswith(".manifest.json"))

@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="client option file of a user that may create/drop the scratch database "
                         "(default: the client's own option files, e.g. root over the unix socket)")
     p.add_argument("--keep", action="store_true", help="keep the scratch database for inspection")
+    p.add_argument("--pitr", action="store_true",
+                   help="with --latest: restore to the newest shipped binlog point (dump + binlogs, db-restore) "
+                        "and exit 1 when the RPO it shows exceeds binlog.rpoBoundSeconds")
+    p.add_argument("--binlog-prefix", help="with --pitr: binlog key prefix (default: the stack's binlog.prefix)")
     add_common_options(p)
     p.set_defaults(handler=run_db_restore_drill)
 
@@ -173,6 +177,9 @@ def run_db_backup(ctx: Context) -> int:
 
 def run_db_restore_drill(ctx: Context) -> int:
     a = ctx.args
+    if a.pitr:
+        from scripts.commands import pitr  # pitr imports this module's checks
+        return pitr.run_drill_pitr(ctx)
     bucket, prefix = _dump_location(ctx)
     target = _check(a.target_database, "--target-database", DATABASE_RE, DATABASE_RULE)
     if a.database:
