@@ -56,6 +56,8 @@ could-not-check (with why: AccessDenied, an API the endpoint lacks, ...).
                         newest event or last confirmation (in --json: data.earliest, data.latest,
                         data.windows); FAIL when there is none
   alarms                every dead-man's-switch alarm exists and none is in ALARM
+  expired-snapshots     lists strategy snapshots past their RetainUntil tag (`backupctl prune` plans
+                        their deletion); informational
   api-call-trail        a trail logs this region's management events (the API-call alerts need it)
   root-volume-encryption   the root volume is encrypted (with a customer managed key when
                         backup.airGappedVault is set); prints the migration path when not
