@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: the nightly dump against a plain compressed dump, the seed's way and mydumper, in one run.
 
-Starts its own MariaDB server and moto S3 server, builds a ~100 MB and a ~1 GB database of CRM-like
-rows (GPS positions as the GT06 server writes them, customer notes), then for each size runs, in
-alternating rounds:
+Starts its own MariaDB server and moto S3 server (over TLS with a throw-away certificate, as S3 is:
+over plain http botocore hashes every part body once more to sign it), builds a ~100 MB and a ~1 GB
+database of CRM-like rows (GPS positions as the GT06 server writes them, customer notes), then for
+each size runs, in alternating rounds:
   raw       mariadb-dump ... > /dev/null                       (the floor)
   dumpzstd  mariadb-dump ... | zstd -1 > /dev/null              (the target's baseline)
   ours      quickport_dump.py db --priority normal (streamed to S3; same priority as the baseline)
@@ -12,13 +13,14 @@ alternating rounds:
   mydumper  mydumper -t 2 to a tmpfs directory, then zstd -1 of its files (when installed)
 and the restore side: db-restore-drill (download, SHA-256, restore, counts) against
 `zstd -dc dump | mariadb`. Wall time is the best of the rounds; CPU is that of every process of the
-method (wait4 over the whole tree) plus the MariaDB server's, the S3 emulator's shown apart; peak RSS
-is per process (VmHWM sampled from /proc). Then the latency of ~50 small queries/s (an INSERT and a
-point SELECT, as GT06 ingestion does) alone and during a dump at each priority.
+method (wait4 over the whole tree) plus the MariaDB server's, the S3 emulator's shown apart, and
+where it went per process (sampled); peak RSS is per process (VmHWM sampled from /proc). Then the
+latency of ~50 small queries/s (an INSERT and a point SELECT, as GT06 ingestion does) alone and
+during a dump at each priority.
 Targets (issue 12): ours <= 1.10x dumpzstd wall and <= 1.15x its CPU at 1 GB; no process of ours
 above 100 MiB at any size; the drill <= 1.10x the restore baseline.
 
-    .venv/bin/python bench/bench_dump.py [--sizes 100,1000] [--rounds 2] [--restore-rounds 2] [--json]
+    .venv/bin/python bench/bench_dump.py [--sizes 100,1000] [--rounds 2] [--restore-rounds 2] [--plain-http] [--json]
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -113,11 +116,13 @@ def _descendants(root: int) -> list[int]:
 
 
 class PeakRss(threading.Thread):
-    """Samples VmHWM (a process's own RSS high-water mark) of every process under `root`."""
+    """Samples VmHWM (a process's own RSS high-water mark) and the CPU time of every process under
+    `root`. The CPU per process is its last sample (up to 50 ms short): it says where the tree's CPU
+    went; the tree's exact total comes from wait4."""
 
     def __init__(self, root: int) -> None:
         super().__init__(daemon=True)
-        self.root, self.peaks, self.done = root, {}, threading.Event()
+        self.root, self.peaks, self.cpu, self.done = root, {}, {}, threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -126,10 +131,19 @@ class PeakRss(threading.Thread):
                     with open(f"/proc/{pid}/status") as f:
                         status = dict(line.split(":", 1) for line in f if ":" in line)
                     name, hwm = status["Name"].strip(), int(status["VmHWM"].split()[0])
-                except (OSError, KeyError, ValueError):
+                    cpu = cpu_seconds(pid)
+                except (OSError, KeyError, ValueError, IndexError):
                     continue
                 self.peaks[(pid, name)] = max(hwm, self.peaks.get((pid, name), 0))
+                self.cpu[(pid, name)] = cpu
             self.done.wait(0.05)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        """CPU seconds per process name (same-named processes added up)."""
+        out: dict[str, float] = {}
+        for (_, name), seconds in self.cpu.items():
+            out[name] = round(out.get(name, 0.0) + seconds, 2)
+        return dict(sorted(out.items()))
 
     def by_name(self) -> dict[str, float]:
         """Peak RSS in MiB per process name (the largest of same-named processes)."""
@@ -159,7 +173,38 @@ def measure(argv: list[str], server_pid: int, moto_pid: int, env=None, stdout=su
     server = cpu_seconds(server_pid) - server0
     return {"wall_s": round(wall, 2), "cpu_s": round(tree + server, 2), "tree_cpu_s": round(tree, 2),
             "server_cpu_s": round(server, 2), "emulator_cpu_s": round(cpu_seconds(moto_pid) - moto0, 2),
-            "peak_rss_mib": sampler.by_name(), "load": round(os.getloadavg()[0], 2)}
+            "peak_rss_mib": sampler.by_name(), "cpu_by_process_s": sampler.cpu_by_name(),
+            "load": round(os.getloadavg()[0], 2)}
+
+
+# --- the S3 emulator over TLS, as S3 is ----------------------------------------------------------
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key. Over plain http botocore SHA-256-signs every part's
+    body (UNSIGNED-PAYLOAD needs TLS), a hash pass the agent never makes against S3 itself."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "emulator.crt", directory / "emulator.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 # --- the seed's pipeline, kept here only: Python copies the raw stream into zstd and counts rows ----
@@ -248,6 +293,8 @@ def main() -> int:
     parser.add_argument("--restore-rounds", type=int, default=2, help="restore runs per method")
     parser.add_argument("--dump-only", action="store_true", help="skip the restore and latency measurements")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--plain-http", action="store_true",
+                        help="the S3 emulator over http (botocore then also SHA-256-signs every part body)")
     parser.add_argument("--seed-pipeline", nargs=3, metavar=("DATABASE", "DEFAULTS", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seed_pipeline:
@@ -259,20 +306,28 @@ def main() -> int:
     mydumper = shutil.which("mydumper")
 
     port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    tls_dir = Path(tempfile.mkdtemp(prefix="qp-bench-tls-"))
+    tls: list[str] = []
+    if not args.plain_http:
+        cert, key = self_signed_certificate(tls_dir)
+        tls = ["-c", str(cert), "-k", str(key)]
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *tls],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"{'http' if args.plain_http else 'https'}://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "ap-south-1", "AWS_REGION": "ap-south-1", "QUICKPORT_NO_VENV": "1"}
+           "AWS_DEFAULT_REGION": "ap-south-1", "AWS_REGION": "ap-south-1", "QUICKPORT_NO_VENV": "1",
+           **({} if args.plain_http else {"AWS_CA_BUNDLE": str(tls_dir / "emulator.crt")})}
     os.environ.update({k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                           "AWS_DEFAULT_REGION")})
+                                           "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE") if k in env})
+    log(f"S3 emulator at {endpoint}")
     dumps: list[dict[str, Any]] = []
     restores: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
     try:
+        context = None if args.plain_http else ssl.create_default_context(cafile=env["AWS_CA_BUNDLE"])
         for _ in range(100):
             try:
-                urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1)
+                urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1, context=context)
                 break
             except OSError:
                 time.sleep(0.1)
@@ -358,6 +413,7 @@ def main() -> int:
     finally:
         moto.terminate()
         moto.wait(timeout=30)
+        shutil.rmtree(tls_dir, ignore_errors=True)
     report = summarize(sizes, dumps, restores, latency)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -387,6 +443,7 @@ def summarize(sizes, dumps, restores, latency) -> dict[str, Any]:
                           "x_dumpzstd_wall": round(b["wall_s"] / base["wall_s"], 2), "cpu_s": b["cpu_s"],
                           "x_dumpzstd_cpu": round(b["cpu_s"] / base["cpu_s"], 2), "server_cpu_s": b["server_cpu_s"],
                           "emulator_cpu_s": b["emulator_cpu_s"], "peak_rss_mib": b["peak_rss_mib"],
+                          "cpu_by_process_s": b["cpu_by_process_s"],
                           "loads": b["loads"]})
         ours = next(t for t in table if t["size_mb"] == size and t["method"] == "ours")
         if size == max(sizes):
@@ -420,6 +477,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"{r['size_mb']:>5} {r['method']:<17} {r['wall_s']:>7} {x!s:>6} {r['cpu_s']:>6} "
               f"{r.get('x_dumpzstd_cpu', '')!s:>6} {r.get('server_cpu_s', '')!s:>7} {r.get('emulator_cpu_s', '')!s:>6}"
               f"  {r['peak_rss_mib']}; {r['loads']}")
+        if r.get("cpu_by_process_s"):
+            print(f"{'':>24}CPU s per process (sampled): {r['cpu_by_process_s']}")
     print()
     for lat in report["latency"]:
         print(f"latency at {lat['size_mb']} MB during {lat['during']}: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']}, "
