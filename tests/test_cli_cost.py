@@ -75,6 +75,21 @@ def test_pre_maintenance_snapshots_are_counted_in_the_account(instance, run_cost
     assert line(doc, "pre-maintenance snapshots")["gb_month"] == pytest.approx(48.0)
 
 
+def test_pre_maintenance_snapshots_are_priced_for_the_stacks_retain_days(aws, backupctl, tmp_path):
+    # snapshot tags RetainUntil with snapshots.retainDays and prune deletes after it: the estimate
+    # used to assume 30 days whatever the stack said.
+    account = prod_account(standin.build_instance(root_gb=40), tmp_path, snapshots={"retainDays": 10})
+    standin.tag_snapshot(account, "prod-root-2026-11-24-before-php-upgrade")
+    standin.tag_snapshot(account, "prod-root-2026-11-25-before-nginx-config")
+
+    def premaint(*flags):
+        doc = backupctl("cost", "--json", *account.common_args(), "--daily-change-pct", "2", *flags).json()
+        return doc["assumptions"]["premaint_keep_days"], line(doc, "pre-maintenance snapshots")["gb_month"]
+
+    assert premaint() == (10, pytest.approx(16.0))                        # 2 x min(40, 0.8 x 10)
+    assert premaint("--premaint-keep-days", "30") == (30, pytest.approx(48.0))   # the flag still wins
+
+
 def test_baseline_snapshots_are_not_counted_as_pre_maintenance(instance, run_cost):
     standin.tag_snapshot(instance, "prod-root-2026-11-20-before-php-upgrade")  # the baseline
     _, doc = run_cost()

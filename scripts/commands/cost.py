@@ -63,8 +63,9 @@ FLAGS = (
      f"percent of the written data changed per day (default {DAILY_CHANGE_PCT})"),
     ("--used-pct", "used_pct", USED_PCT, 0, 100, False,
      f"percent of the root volume that is written (default {USED_PCT:g}: upper bound)"),
-    ("--premaint-keep-days", "premaint_keep_days", PREMAINT_KEEP_DAYS, 1, 36500, True,
-     f"days a pre-maintenance snapshot is kept (default {PREMAINT_KEEP_DAYS})"),
+    ("--premaint-keep-days", "premaint_keep_days", None, 1, 36500, True,
+     "days a pre-maintenance snapshot is kept (default: the stack's snapshots.retainDays, the RetainUntil "
+     f"that `prune` honours; {PREMAINT_KEEP_DAYS} when unset)"),
     ("--volume-gb", "volume_gb", None, 1, 65536, True, "root volume size in GiB (default: DescribeVolumes)"),
     ("--premaint-count", "premaint_count", None, 0, 10000, True,
      "pre-maintenance snapshots held at once (default: counted in the account)"),
@@ -136,6 +137,8 @@ def run_cost(ctx: Context) -> int:
         notes.append(f"the default prices are {PRICE_REGION}'s; pass --snapshot-gb-month, --gp3-gb-month and "
                      f"--s3-gb-month for {ctx.region}")
     a = ctx.args
+    if a.premaint_keep_days is None:   # what `snapshot` tags RetainUntil with and `prune` deletes after
+        a.premaint_keep_days = ctx.config.snapshot_retain_days
     overrides = Overrides(used_pct=a.used_pct, volume_gb=a.volume_gb, premaint_count=a.premaint_count,
                           dump_gb=a.dump_gb)
     inputs = gather_inputs(ctx, ctx.config, ctx.instance_id, overrides, notes, None if ctx.json else ctx.progress)
