@@ -7,6 +7,7 @@ service model and the test fails if an operation is called that was not expected
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -202,3 +203,38 @@ def test_unlock_denied_by_the_guard_rails_says_it_is_a_break_glass_step(prod_ins
 
     assert result.code == 1
     assert "UnauthorizedOperation" in result.err and "break-glass" in result.err
+
+
+def _same_name_of_another_instance(prod_instance, name: str) -> str:
+    """What `guard --action X --instance-id OTHER` leaves: a snapshot named like ours, tagged OTHER,
+    started after ours (StartTime has whole seconds)."""
+    time.sleep(1.1)
+    return standin.tag_snapshot(prod_instance, name, Instance="i-0fedcba9876543210")
+
+
+def test_lock_by_a_name_another_instance_shares_locks_this_instances_snapshot(prod_instance, backupctl,
+                                                                              snapshot_id, locks):
+    ec2, stubber = locks
+    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
+    _same_name_of_another_instance(prod_instance, name)   # newer: the old lookup took this one
+    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance"},
+                         {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 7})
+
+    result = backupctl("lock", name, "--mode", "governance", "--days", "7", *prod_instance.common_args(),
+                       clients={"ec2": ec2})
+
+    assert result.code == 0, result.err
+    stubber.assert_no_pending_responses()
+
+
+def test_unlock_by_a_name_no_snapshot_of_this_instance_has_alone_exits_2_listing_them(prod_instance, backupctl,
+                                                                                      snapshot_id, locks):
+    ec2, stubber = locks   # no UnlockSnapshot expected: the stubber fails the test if one is sent
+    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
+    second = standin.tag_snapshot(prod_instance, name)   # two of this instance's own with the name
+
+    result = backupctl("unlock", name, *prod_instance.common_args(), clients={"ec2": ec2})
+
+    assert result.code == 2, result.err
+    assert "2 snapshots have that name" in result.err and snapshot_id in result.err and second in result.err
+    assert "give one by id" in result.err and len(result.err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 TODAY = dt.datetime.now(dt.timezone.utc).date().isoformat()
 
@@ -120,3 +121,17 @@ def test_verify_of_an_unknown_ami_exits_1(prod_instance, backupctl):
 
     assert result.code == 1
     assert "image ami-0123456789abcdef0 not found" in result.err
+
+
+def test_verify_by_a_name_another_instance_shares_checks_this_instances_snapshot(prod_instance, backupctl):
+    ours = _take(backupctl, prod_instance)
+    name = f"prod-root-{TODAY}-before-php-upgrade"
+    ec2 = prod_instance.ec2   # `guard --action php-upgrade --instance-id OTHER` names its snapshot alike
+    time.sleep(1.1)           # and takes it later: StartTime has whole seconds
+    other = ec2.create_volume(AvailabilityZone="ap-south-1a", Size=8)["VolumeId"]
+    ec2.create_snapshot(VolumeId=other, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "Name", "Value": name}, {"Key": "Instance", "Value": "i-0fedcba9876543210"}]}])
+
+    doc = backupctl("verify", name, "--json", *prod_instance.common_args()).json()
+
+    assert doc["snapshot"]["SnapshotId"] == ours["SnapshotId"] and doc["checklist"]["ok"]

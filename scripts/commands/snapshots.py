@@ -325,7 +325,7 @@ def run_lock(ctx: Context) -> int:
     if args.cool_off_hours is not None and args.mode != "compliance":
         raise UsageError(f"--cool-off-hours {args.cool_off_hours}: only applies to mode compliance")
     ec2 = ctx.client("ec2")
-    snap = flow.find_snapshot_or_fail(ctx, ec2, args.snapshot)
+    snap = flow.find_snapshot_or_fail(ctx, ec2, args.snapshot, ctx.instance_id)
     sid = snap["SnapshotId"]
     name = flow.snapshot_summary(snap)["Name"]
     plan = {"SnapshotId": sid, "Name": name, "LockMode": args.mode,
@@ -348,7 +348,7 @@ def run_lock(ctx: Context) -> int:
 
 def run_unlock(ctx: Context) -> int:
     _check_snapshot_ref(ctx.args.snapshot)
-    result = flow.unlock(ctx, ctx.args.snapshot)
+    result = flow.unlock(ctx, ctx.args.snapshot, ctx.instance_id)
     doc = {"SnapshotId": result.snapshot_id, "LockState": result.lock_state, "unlocked": result.unlocked}
     if not result.unlocked:
         ctx.emit(doc, f"{result.snapshot_id} is not locked{' (its lock expired)' if result.lock_state else ''}: "

@@ -20,7 +20,7 @@ from components.tags import RETAIN_UNTIL_TAG, SNAPSHOT_CLAIM_TAG, STRATEGY_TAG_K
 from scripts.aws import ec2 as ec2api
 from scripts.aws import sts as stsapi
 from scripts.aws.errors import AWS_ERRORS, describe, error_code
-from scripts.errors import CommandError
+from scripts.errors import CommandError, UsageError
 from scripts.oplog import current_user, operation
 from scripts.times import iso_utc, parse_time, utcnow
 from scripts.workflows.base import Session
@@ -351,11 +351,29 @@ def lock(session: Session, ec2, snapshot_id: str, request: LockRequest) -> dict[
     return {k: (iso_utc(v) if isinstance(v, dt.datetime) else v) for k, v in result.items()}
 
 
-def find_snapshot_or_fail(session: Session, ec2, ref: str) -> dict[str, Any]:
-    snap = ec2api.find_snapshot(ec2, ref)
-    if snap is None:
+def find_snapshot_or_fail(session: Session, ec2, ref: str, instance_id: Optional[str] = None) -> dict[str, Any]:
+    """The snapshot `ref` (id or Name tag) names. A name several snapshots share (another instance's
+    guard run names its snapshots alike) resolves to `instance_id`'s one (tag Instance) when exactly one
+    is; otherwise UsageError (exit 2) listing them: never the newest by guess, as lock and unlock act
+    on what they find."""
+    if ref.startswith("snap-"):
+        snap = ec2api.describe_snapshot(ec2, ref)
+        candidates = [snap] if snap else []
+    else:
+        named = ec2api.snapshots_named(ec2, ref)
+        candidates = [s for s in named if s.get("State") != "error"] or named
+        own = [s for s in candidates if instance_id and ec2api.tags_of(s).get("Instance") == instance_id]
+        if len(candidates) > 1 and len(own) == 1:
+            candidates = own
+    if not candidates:
         raise CommandError(f"snapshot {ref} not found in {session.region} (owned by this account)")
-    return snap
+    if len(candidates) > 1:
+        listed = ", ".join(f"{s['SnapshotId']} (instance {ec2api.tags_of(s).get('Instance', '?')}, volume "
+                           f"{s.get('VolumeId')}, started {iso_utc(s.get('StartTime'))})" for s in candidates)
+        whose = f" (not exactly one of them is {instance_id}'s)" if instance_id else ""
+        raise UsageError(f"snapshot {ref!r}: {len(candidates)} snapshots have that name{whose}: {listed}; "
+                         f"give one by id")
+    return candidates[0]
 
 
 # --- verify ------------------------------------------------------------------------------------------
@@ -386,7 +404,7 @@ def verify(session: Session, ref: str, instance_id: str) -> VerifyResult:
         if snap is None:
             raise CommandError(f"image {ref} has no root snapshot in {session.region}")
     else:
-        snap = find_snapshot_or_fail(session, ec2, ref)
+        snap = find_snapshot_or_fail(session, ec2, ref, instance_id)
     checklist = checklist_for(session, ec2, snap, instance_id)
     if image is not None:
         checklist.items.insert(0, CheckItem("image available", image.get("State") == "available",
@@ -405,10 +423,10 @@ class UnlockResult:
     unlocked: bool
 
 
-def unlock(session: Session, ref: str) -> UnlockResult:
+def unlock(session: Session, ref: str, instance_id: Optional[str] = None) -> UnlockResult:
     """Remove a governance lock (or a compliance lock in its cooling-off period)."""
     ec2 = session.client("ec2")
-    sid = find_snapshot_or_fail(session, ec2, ref)["SnapshotId"]
+    sid = find_snapshot_or_fail(session, ec2, ref, instance_id)["SnapshotId"]
     current = ec2api.describe_lock(ec2, sid)
     state = (current or {}).get("LockState")
     if current is None or state in (None, "expired"):
