@@ -2,8 +2,11 @@
 trailer facts, the stable command line."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
+from unittest.mock import ANY
 
 import boto3
 import pytest
@@ -158,3 +161,38 @@ def test_user_with_a_newline_is_refused_naming_the_user_option():
     with pytest.raises(qd.UsageProblem, match="^--user: must not contain newline"):
         with qd.client_defaults_file("backup\npassword=x", "secret"):
             pass
+
+
+def test_multipart_upload_follows_s3s_checksum_protocol(aws):
+    # Declared at CreateMultipartUpload, our CRC32 on every part, each part's CRC32 again at completion:
+    # checked by the Stubber against S3's service model, then the same upload against the emulator.
+    from botocore.stub import Stubber
+    data = os.urandom(9 * MIB)
+    stubbed = boto3.client("s3")
+    stub = Stubber(stubbed)
+    stub.add_response("create_multipart_upload", {"UploadId": "u1"}, {
+        "Bucket": "qp-parts", "Key": "k", "ContentType": "application/octet-stream", "Metadata": {},
+        "ChecksumAlgorithm": "CRC32"})
+    crcs = []
+    for number, part in ((1, data[:qd.part_size_for(1)]), (2, data[qd.part_size_for(1):])):
+        crc = base64.b64encode(zlib.crc32(part).to_bytes(4, "big")).decode()
+        crcs.append(crc)
+        stub.add_response("upload_part", {"ETag": f'"e{number}"'}, {
+            "Bucket": "qp-parts", "Key": "k", "UploadId": "u1", "PartNumber": number, "Body": ANY,
+            "ChecksumCRC32": crc})
+    stub.add_response("complete_multipart_upload", {"ETag": '"done"'}, {
+        "Bucket": "qp-parts", "Key": "k", "UploadId": "u1", "MultipartUpload": {"Parts": [
+            {"PartNumber": 1, "ETag": '"e1"', "ChecksumCRC32": crcs[0]},
+            {"PartNumber": 2, "ETag": '"e2"', "ChecksumCRC32": crcs[1]}]}})
+    with stub:
+        upload = qd.StreamingUpload(stubbed, "qp-parts", "k", "application/octet-stream", {})
+        upload.write(data)
+        assert upload.complete() == '"done"'
+        stub.assert_no_pending_responses()
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="qp-parts", CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+    upload = qd.StreamingUpload(s3, "qp-parts", "k", "application/octet-stream", {})
+    upload.write(data)
+    upload.complete()
+    assert s3.get_object(Bucket="qp-parts", Key="k")["Body"].read() == data

@@ -27,6 +27,7 @@ Only s3:PutObject and s3:AbortMultipartUpload are needed (no reads), plus ssm:Ge
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime as dt
 import fcntl
@@ -44,6 +45,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import zlib
 from typing import Any, Callable, Dict, List, Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -178,7 +180,10 @@ def s3_client(region: Optional[str]):
     # refuses PutObject and UploadPart without a checksum header; "when_supported" (boto3's default,
     # CRC32) is pinned so AWS_REQUEST_CHECKSUM_CALCULATION=when_required cannot switch it off.
     # botocore < 1.36 has no such setting (nor the variable) and sends Content-MD5 on both itself.
-    settings: Dict[str, Any] = {"retries": retries(), "user_agent_extra": "quickport-dump"}
+    # payload_signing_enabled=False: every body already carries a CRC32 that S3 checks, under TLS, so
+    # SigV4 need not SHA-256 it again (what botocore does by default for streaming uploads over https).
+    settings: Dict[str, Any] = {"retries": retries(), "user_agent_extra": "quickport-dump",
+                                "s3": {"payload_signing_enabled": False}}
     try:
         config = Config(request_checksum_calculation="when_supported", **settings)
     except TypeError:
@@ -275,12 +280,16 @@ class StreamingUpload:
         self._pool: "queue.Queue[bytearray]" = queue.Queue()
         self._allocated = 0
         self._next_part = 1
-        self._etags: Dict[int, str] = {}
+        self._parts: Dict[int, Dict[str, Any]] = {}
         self._error: Optional[BaseException] = None
         self._queue: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=QUEUED_PARTS)
         try:
+            # CRC32 declared at the start, sent with every part and listed again at completion: S3's
+            # documented multipart checksum protocol (s3transfer's too). Parts carrying a checksum the
+            # upload was not created with are refused at completion on AWS; Object Lock needs one.
             self.upload_id = s3.create_multipart_upload(
-                Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
+                Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata,
+                ChecksumAlgorithm="CRC32")["UploadId"]
         except Exception as e:
             raise BackupFailed(f"starting upload to s3://{bucket}/{key}: {aws_error(e)}") from None
         self._workers = [threading.Thread(target=self._work, daemon=True, name=f"upload-{i}")
@@ -296,9 +305,12 @@ class StreamingUpload:
             number, body = item
             try:
                 if self._error is None:
+                    # Our own CRC32 in the header: botocore then sends the buffer as it is instead of
+                    # re-framing it as aws-chunked with a trailer (several copies of every byte).
+                    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode("ascii")
                     etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                               PartNumber=number, Body=body)["ETag"]
-                    self._etags[number] = etag
+                                               PartNumber=number, Body=body, ChecksumCRC32=crc)["ETag"]
+                    self._parts[number] = {"PartNumber": number, "ETag": etag, "ChecksumCRC32": crc}
             except BaseException as e:  # noqa: BLE001 - reported to the writer thread
                 self._error = e
             finally:
@@ -372,7 +384,7 @@ class StreamingUpload:
             self._submit(b"")  # an empty stream is still one (empty) part
         self._drain()
         self._check()
-        parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+        parts = [self._parts[n] for n in sorted(self._parts)]
         try:
             result = self.s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,

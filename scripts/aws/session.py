@@ -127,8 +127,10 @@ class ClientFactory:
 
 
 def _config() -> Config:
+    # S3 bodies carry a CRC32 that S3 checks (the dump agent sends its own per part), under TLS: SigV4
+    # need not SHA-256 them again, as botocore already skips for its own checksummed streaming uploads.
     return Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, retries=_retries(),
-                  user_agent_extra="quickport-backup")
+                  user_agent_extra="quickport-backup", s3={"payload_signing_enabled": False})
 
 
 _shared_session: Optional[boto3.session.Session] = None
