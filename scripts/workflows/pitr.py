@@ -27,6 +27,7 @@ from scripts.aws.errors import AWS_ERRORS, describe
 from scripts.errors import CommandError, UsageError
 from scripts.times import parse_time, utcnow
 from scripts.workflows.base import Session
+from scripts.workflows.binlog_index import index_key, read_chain_index
 from scripts.workflows.database import (
     Client,
     download_verified,
@@ -36,7 +37,6 @@ from scripts.workflows.database import (
     sql_string,
 )
 
-INDEX_FORMAT = "quickport-binlog-index/1"
 # Measured by bench/bench_pitr.py on the 2-core build machine (docs/pitr.md: 119.8 MiB of zstd dump
 # plus 28.5 MiB of binlogs in 38.0 s, download and checks included): MiB of dump + binlog restored per
 # second. Only for the dry run's estimate; a server with more cores restores faster.
@@ -133,17 +133,21 @@ def _segment(chain: str, entry: dict[str, Any]) -> Segment:
 
 
 def read_chains(s3, bucket: str, prefix: str) -> list[Chain]:
-    """Every chain's index under the binlog prefix, oldest first."""
+    """Every chain's index under the binlog prefix (head and pages), oldest first."""
     chains = []
     try:
         ids = s3api.binlog_chain_ids(s3, bucket, prefix)
     except AWS_ERRORS as e:
         raise CommandError(f"listing s3://{bucket}/{prefix}/: {describe(e)}") from None
     for chain_id in ids:
-        key = f"{prefix}/{chain_id}/index.json"
-        index = s3api.read_json(s3, bucket, key)
-        if index.get("format") != INDEX_FORMAT:
-            raise CommandError(f"s3://{bucket}/{key} is not a binlog chain index (format {index.get('format')!r})")
+        key = index_key(prefix, chain_id)
+        try:
+            index = read_chain_index(s3, bucket, prefix, chain_id)
+        except AWS_ERRORS as e:
+            raise CommandError(f"reading the index of chain {chain_id} (s3://{bucket}/{key} and its pages): "
+                               f"{describe(e)}") from None
+        if index is None:
+            raise CommandError(f"reading s3://{bucket}/{key}: NoSuchKey: The specified key does not exist.")
         try:
             segments = tuple(sorted((_segment(chain_id, e) for e in index.get("segments") or []),
                                     key=lambda s: file_number(s.file)))
