@@ -192,6 +192,29 @@ def files_after_the_dump(db, bucket, tmp_path, **shipper_args) -> tuple[dict, Sh
     return manifest, shipper, shipper.segments()[files.index(manifest["binlog"]["file"]):]
 
 
+def test_a_hole_without_a_gap_record_names_the_end_of_the_run_before_it(source, dump_bucket, tmp_path, restore):
+    """A segment the index lost (no gap record: the chain is not closed): a time beyond the chain is
+    refused with the last second before the hole, not the chain's end."""
+    _, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    index = shipper.index
+    shipper.write_index({**index, "segments": [s for s in index["segments"] if s["file"] != after[1]["file"]]})
+    result = restore(source, "--to-time", "2099-01-01T00:00:00Z", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[1]['file']} of chain" in result.err, result.err
+    assert f"the latest time it can restore to is {after[0]['last_event_at']}" in result.err, result.err
+
+
+def test_a_listed_segment_missing_from_the_bucket_is_refused_with_the_latest_restorable_time(
+        source, dump_bucket, tmp_path, restore):
+    manifest, _, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    boto3.client("s3").delete_object(Bucket=dump_bucket, Key=after[2]["key"])
+    result = restore(source, "--latest", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[2]['file']} of chain" in result.err and "404: Not Found" in result.err, result.err
+    latest = max(after[1]["last_event_at"], manifest["finished_at"])
+    assert f"the latest time it can restore to is {latest}" in result.err, result.err
+
+
 def test_a_chain_in_several_index_pages_is_replayed_across_them(source, dump_bucket, tmp_path, restore):
     manifest, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path, page_segments=2)
     t, expected, gtid = changes_before_and_after(source)
