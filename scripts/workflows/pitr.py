@@ -779,7 +779,7 @@ def events(session: Session, request: EventsRequest) -> dict[str, Any]:
             found += parser.finish()
     if r.grep:
         found = [e for e in found if r.grep.search(e.get("statement") or " ".join(e.get("tables") or {}))]
-    found.sort(key=lambda e: (e["at"], e["chain"], e["position"]))
+    found.sort(key=lambda e: (e["at"], e["chain"], file_number(e["file"]), e["position"]))   # one second, two files
     latest = max((c.restorable_until for c in chains if c.restorable_until), default=None)
     return {"since": isoz(r.since), "until": isoz(r.until), "database": r.database, "min_rows": r.min_rows,
             "segments_scanned": scanned, "covered_until": isoz(latest), "events": found}
