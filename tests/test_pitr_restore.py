@@ -217,6 +217,8 @@ def test_a_listed_segment_missing_from_the_bucket_is_refused_with_the_latest_res
 
 def test_a_chain_in_several_index_pages_is_replayed_across_them(source, dump_bucket, tmp_path, restore):
     manifest, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path, page_segments=2)
+    for n in range(2):   # two more files: at least six in the chain, two pages sealed
+        source.sql(f"INSERT INTO customers (name) VALUES ('more {n}'); FLUSH BINARY LOGS;", SOURCE)
     t, expected, gtid = changes_before_and_after(source)
     shipper.ship()
     head = shipper.index
@@ -228,7 +230,7 @@ def test_a_chain_in_several_index_pages_is_replayed_across_them(source, dump_buc
     assert (rows(source, TARGET), report["restored_to"], report["last_transaction"]["gtid"]) == (expected, z(t), gtid)
     planned = [s["file"] for s in report["plan"]["segments"]]
     assert planned == files[files.index(manifest["binlog"]["file"]):files.index(planned[-1]) + 1]
-    assert len(planned) >= len(after) + 1   # the dump's file and the three (in pages), and T's
+    assert len(planned) >= len(after) + 3   # the dump's file, the three and two more (in pages), and T's
 
 
 def test_a_missing_index_page_is_refused_naming_it(source, dump_bucket, tmp_path, restore):

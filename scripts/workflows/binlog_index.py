@@ -46,20 +46,25 @@ def read_chain_index(s3, bucket: str, prefix: str, chain: str) -> Optional[dict[
         return {**head, "segments": _entries(bucket, head_key, head)}
     if head.get("format") != INDEX_FORMAT:
         raise IndexUnreadable(f"s3://{bucket}/{head_key} is not a binlog chain index (format {head.get('format')!r})")
-    entries = _entries(bucket, head_key, head)
-    for number in reversed(range(int(head.get("pages") or 0))):
+    newest_first = [_entries(bucket, head_key, head)]   # the head's entries, then each page's
+    oldest = newest_first[0][0] if newest_first[0] else None
+    pages = head.get("pages")
+    if not isinstance(pages, int) or isinstance(pages, bool) or pages < 0:
+        raise IndexUnreadable(f"s3://{bucket}/{head_key}: `pages` is {pages!r}, not a number of sealed pages")
+    for number in reversed(range(pages)):
         key = page_key(prefix, chain, number)
         page = _document(s3, bucket, key)
         if page is None:
-            if _expired_before(s3, bucket, prefix, chain, entries):
+            if _expired_before(s3, bucket, prefix, chain, oldest):
                 break
             raise IndexUnreadable(f"s3://{bucket}/{key} is missing: page {number} of chain {chain}, counted by "
                                   f"{head_key}, while its segments are still in the bucket")
         if (page.get("format"), page.get("chain"), page.get("page")) != (PAGE_FORMAT, chain, number):
             raise IndexUnreadable(f"s3://{bucket}/{key} is not page {number} of chain {chain} (format "
                                   f"{page.get('format')!r}, chain {page.get('chain')!r}, page {page.get('page')!r})")
-        entries = _entries(bucket, key, page) + entries
-    return {**head, "segments": entries}
+        newest_first.append(_entries(bucket, key, page))
+        oldest = newest_first[-1][0] if newest_first[-1] else oldest
+    return {**head, "segments": [entry for entries in reversed(newest_first) for entry in entries]}
 
 
 def _document(s3, bucket: str, key: str) -> Optional[dict[str, Any]]:
@@ -79,14 +84,16 @@ def _entries(bucket: str, key: str, document: dict[str, Any]) -> list[dict[str, 
     return entries
 
 
-def _expired_before(s3, bucket: str, prefix: str, chain: str, entries: list[dict[str, Any]]) -> bool:
-    """Whether the segment just before the oldest entry read so far (the last one of the missing page) is
-    gone or due to go by the lifecycle rule: S3 removes expired objects in no set order, some hours late."""
+def _expired_before(s3, bucket: str, prefix: str, chain: str, oldest: Optional[dict[str, Any]]) -> bool:
+    """Whether the segment just before `oldest`, the oldest entry read so far (so the last one the
+    missing page listed), is gone or due to go by the lifecycle rule: S3 removes expired objects hours
+    late and in no set order."""
+    file = str(oldest.get("file")) if oldest else ""
     try:
-        base, number = agent.binlog_number(str(entries[0]["file"]))
-    except (IndexError, KeyError, agent.ShipFailed):
+        base, number = agent.binlog_number(file)
+    except agent.ShipFailed:
         return False   # nothing to tell it by
-    width = len(str(entries[0]["file"])) - len(base) - 1
+    width = len(file) - len(base) - 1
     if number < 1:
         return False
     exists, expires = s3api.object_presence(s3, bucket, f"{prefix}/{chain}/{base}.{number - 1:0{width}d}")
