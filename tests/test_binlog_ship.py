@@ -169,6 +169,26 @@ class FaultyEndpoint:
         self.server.server_close()
 
 
+def killed_at(upstream: str, argv: list[str], kill_when: Callable[[str, str], bool]) -> int:
+    """Run `argv` with S3 behind a FaultyEndpoint; at the first request for which `kill_when(method, key)`
+    is true, SIGKILL the run and drop that request. The run's exit code."""
+    proc: dict[str, subprocess.Popen] = {}
+
+    def on_request(method: str, path: str) -> bool:
+        if kill_when(method, path.split("?")[0]):
+            proc["p"].send_signal(signal.SIGKILL)
+            return False
+        return True
+    proxy = FaultyEndpoint(upstream, on_request)
+    try:
+        proc["p"] = subprocess.Popen(argv, env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc["p"].communicate(timeout=120)
+    finally:
+        proxy.close()
+    return proc["p"].returncode
+
+
 @pytest.fixture
 def shipper_server(tmp_path):
     """A server of this test's own (purges, restarts and flushes do not reach other tests)."""
@@ -247,22 +267,10 @@ def test_killed_between_upload_and_index_resumes_without_gap_or_duplicate(shippe
     state = tmp_path / "state"
     assert ship(dump_bucket, defaults, state).returncode == 0
     write_rows(shipper_server, "ship_kill", 20)
-    proc: dict[str, subprocess.Popen] = {}
-
-    def kill_at_index(method: str, path: str) -> bool:
-        if method == "PUT" and path.split("?")[0].endswith("/index.json"):
-            proc["p"].send_signal(signal.SIGKILL)   # the segment and its manifest are in; the index is not
-            return False
-        return True
-    proxy = FaultyEndpoint(aws, kill_at_index)
-    try:
-        proc["p"] = subprocess.Popen(ship_argv(dump_bucket, defaults, state, "--once"),
-                                     env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc["p"].communicate(timeout=120)
-    finally:
-        proxy.close()
-    assert proc["p"].returncode == -signal.SIGKILL
+    # The segment and its manifest are in; the index is not.
+    at_index = killed_at(aws, ship_argv(dump_bucket, defaults, state, "--once"),
+                         lambda method, key: method == "PUT" and key.endswith("/index.json"))
+    assert at_index == -signal.SIGKILL
     chain = json.loads((state / "state.json").read_text())["index"]["chain"]
     before = index_of(dump_bucket, chain)
     write_rows(shipper_server, "ship_kill", 20)
@@ -339,26 +347,14 @@ def test_killed_between_a_page_and_the_head_resumes_without_gap_or_duplicate(shi
     state = tmp_path / "state"
     assert ship_paged(dump_bucket, defaults, state, 2).returncode == 0
     new_files(shipper_server, "ship_page_kill", 3)
-    proc: dict[str, subprocess.Popen] = {}
     sealed: list[str] = []
 
-    def kill_after_a_page(method: str, path: str) -> bool:
-        key = path.split("?")[0]
+    def head_after_a_page(method: str, key: str) -> bool:   # the page is in; the head counting it is not
         if method == "PUT" and "/index/" in key:
             sealed.append(key)
-        elif method == "PUT" and key.endswith("/index.json") and sealed:
-            proc["p"].send_signal(signal.SIGKILL)   # the page is in; the head counting it is not
-            return False
-        return True
-    proxy = FaultyEndpoint(aws, kill_after_a_page)
-    try:
-        proc["p"] = subprocess.Popen(once_argv(dump_bucket, defaults, state, 2),
-                                     env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc["p"].communicate(timeout=120)
-    finally:
-        proxy.close()
-    assert proc["p"].returncode == -signal.SIGKILL and len(sealed) == 1
+        return method == "PUT" and key.endswith("/index.json") and bool(sealed)
+    assert killed_at(aws, once_argv(dump_bucket, defaults, state, 2), head_after_a_page) == -signal.SIGKILL
+    assert len(sealed) == 1
     chain = json.loads((state / "state.json").read_text())["index"]["chain"]
     assert index_of(dump_bucket, chain)["pages"] == 0, "the head never counted the page"
     written = get_json(dump_bucket, page_key(chain, 0))
