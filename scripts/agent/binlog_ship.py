@@ -443,6 +443,10 @@ class Shipper:
         return max(times) if times else None
 
     def _start_chain(self, server_id: int, first_file: str, now: dt.datetime) -> None:
+        # A chain id is its start to the second: a gap found in the second the old chain started must not
+        # reuse the old id (the new head would overwrite the closed one), so the new chain starts a second on.
+        while self.state is not None and f"{now:%Y%m%dT%H%M%SZ}-s{server_id}" == self.index["chain"]:
+            now += dt.timedelta(seconds=1)
         chain = f"{now:%Y%m%dT%H%M%SZ}-s{server_id}"
         self.state = {"format": STATE_FORMAT, "bucket": self.store.bucket, "prefix": self.store.prefix,
                       "baseline": None,
