@@ -75,7 +75,7 @@ def bench_restore(args, env: dict, tmp: Path) -> list[dict]:
                        f"MD5(seq) FROM seq_{start + 1}_to_{start + 10_000}", name)
         shipper = Shipper(source, BUCKET, tmp / "ship-state")
         shipper.ship()
-        segments = shipper.index["segments"]
+        segments = shipper.segments()   # head and pages
         files = [source.base / "data" / s["file"] for s in segments
                  if int(s["file"].rsplit(".", 1)[1]) >= int(manifest["binlog"]["file"].rsplit(".", 1)[1])]
         binlog_mib = sum(f.stat().st_size for f in files) / 2**20

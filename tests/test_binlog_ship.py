@@ -21,7 +21,9 @@ import boto3
 import pytest
 
 from scripts.agent import binlog_ship
+from scripts.aws import s3 as s3api
 from scripts.offline.emulator import free_port
+from tests.fixtures.binlog_chain import PAGED_SHIPPER, chain_segments, get_json, page_key
 from tests.fixtures.mariadb import MariaDB, running_mariadb, s3_keys
 
 SCRIPT = str(Path(binlog_ship.__file__))
@@ -30,7 +32,7 @@ BINLOG_PASSWORD = 'Bl#g "p\\ss\' $(id) ;--'
 PARAMETER = "/quickport/test/mysql/binlog-password"
 SEGMENT_KEYS = {"format", "chain", "server_id", "file", "key", "bytes", "sha256", "first_gtid", "last_gtid",
                 "first_event_at", "last_event_at", "end_position", "previous_file", "shipped_at"}
-INDEX_KEYS = {"format", "chain", "server_id", "host", "started_at", "first_file", "segments", "confirmed_at",
+INDEX_KEYS = {"format", "chain", "server_id", "host", "started_at", "first_file", "pages", "segments", "confirmed_at",
               "confirmed_file", "confirmed_position", "closed"}
 ENTRY_KEYS = {"file", "key", "bytes", "sha256", "first_gtid", "last_gtid", "first_event_at", "last_event_at"}
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -62,10 +64,6 @@ def gtid_pos(db: MariaDB) -> str:
     return db.sql("SELECT @@gtid_binlog_pos")[0][0]
 
 
-def get_json(bucket: str, key: str) -> Any:
-    return json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
 def get_bytes(bucket: str, key: str) -> bytes:
     return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -85,9 +83,36 @@ def ship(bucket: str, defaults: str, state: Path, *extra: str, env: Optional[dic
                           text=True, env=env, timeout=timeout)
 
 
+def once_argv(bucket: str, defaults: str, state: Path, page_segments: Optional[int]) -> list[str]:
+    """One interval: `--once --json`, or (with `page_segments`) the agent's Shipper with that page size."""
+    if page_segments is None:
+        return ship_argv(bucket, defaults, state, "--once", "--json")
+    return [sys.executable, str(PAGED_SHIPPER), str(page_segments), bucket, PREFIX, defaults, str(state)]
+
+
+def ship_paged(bucket: str, defaults: str, state: Path, page_segments: int,
+               env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+    return subprocess.run(once_argv(bucket, defaults, state, page_segments), capture_output=True, text=True,
+                          env=env, timeout=180)
+
+
+def new_files(db: MariaDB, database: str, count: int) -> None:
+    """`count` closed binlog files, each with a transaction."""
+    for _ in range(count):
+        write_rows(db, database, 3)
+        db.sql("FLUSH BINARY LOGS")
+
+
+def versions(bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every version of the key, oldest first (the bucket is versioned)."""
+    found = boto3.client("s3").list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    return sorted((v for v in found if v["Key"] == key), key=lambda v: v["LastModified"])
+
+
 def assert_chain_complete(db: MariaDB, bucket: str, chain: str) -> dict[str, Any]:
-    """Every closed file of the server is in the chain once, in order, byte for byte."""
-    index = index_of(bucket, chain)
+    """Every closed file of the server is in the chain once, in order, byte for byte (head and pages).
+    Returns the head with `segments` standing for all of them."""
+    index = {**index_of(bucket, chain), "segments": chain_segments(bucket, chain, PREFIX)}
     files = server_files(db)
     names = [s["file"] for s in index["segments"]]
     assert names == sorted(set(names)), "a segment is listed twice or out of order"
@@ -144,6 +169,26 @@ class FaultyEndpoint:
         self.server.server_close()
 
 
+def killed_at(upstream: str, argv: list[str], kill_when: Callable[[str, str], bool]) -> int:
+    """Run `argv` with S3 behind a FaultyEndpoint; at the first request for which `kill_when(method, key)`
+    is true, SIGKILL the run and drop that request. The run's exit code."""
+    proc: dict[str, subprocess.Popen] = {}
+
+    def on_request(method: str, path: str) -> bool:
+        if kill_when(method, path.split("?")[0]):
+            proc["p"].send_signal(signal.SIGKILL)
+            return False
+        return True
+    proxy = FaultyEndpoint(upstream, on_request)
+    try:
+        proc["p"] = subprocess.Popen(argv, env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc["p"].communicate(timeout=120)
+    finally:
+        proxy.close()
+    return proc["p"].returncode
+
+
 @pytest.fixture
 def shipper_server(tmp_path):
     """A server of this test's own (purges, restarts and flushes do not reach other tests)."""
@@ -163,8 +208,9 @@ def test_once_ships_closed_files_with_manifests_and_index_exactly_per_contract(b
     chain = report["chain"]
     assert re.match(r"^\d{8}T\d{6}Z-s1$", chain)
     index = assert_chain_complete(binlog_server, dump_bucket, chain)
-    assert set(index) == INDEX_KEYS and index["format"] == "quickport-binlog-index/1"
+    assert set(index) == INDEX_KEYS and index["format"] == "quickport-binlog-index/2"
     assert index["closed"] is None and index["server_id"] == 1
+    assert index["pages"] == (len(index["segments"]) - 1) // 100   # the session's server: usually 0
     assert report["segments"] == [s["file"] for s in index["segments"]]
     # Everything up to the server's newest GTID is shipped, and the confirmed point is where it was.
     assert index["segments"][-1]["last_gtid"] == gtid_pos(binlog_server)
@@ -221,22 +267,10 @@ def test_killed_between_upload_and_index_resumes_without_gap_or_duplicate(shippe
     state = tmp_path / "state"
     assert ship(dump_bucket, defaults, state).returncode == 0
     write_rows(shipper_server, "ship_kill", 20)
-    proc: dict[str, subprocess.Popen] = {}
-
-    def kill_at_index(method: str, path: str) -> bool:
-        if method == "PUT" and path.split("?")[0].endswith("/index.json"):
-            proc["p"].send_signal(signal.SIGKILL)   # the segment and its manifest are in; the index is not
-            return False
-        return True
-    proxy = FaultyEndpoint(aws, kill_at_index)
-    try:
-        proc["p"] = subprocess.Popen(ship_argv(dump_bucket, defaults, state, "--once"),
-                                     env={**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc["p"].communicate(timeout=120)
-    finally:
-        proxy.close()
-    assert proc["p"].returncode == -signal.SIGKILL
+    # The segment and its manifest are in; the index is not.
+    at_index = killed_at(aws, ship_argv(dump_bucket, defaults, state, "--once"),
+                         lambda method, key: method == "PUT" and key.endswith("/index.json"))
+    assert at_index == -signal.SIGKILL
     chain = json.loads((state / "state.json").read_text())["index"]["chain"]
     before = index_of(dump_bucket, chain)
     write_rows(shipper_server, "ship_kill", 20)
@@ -247,22 +281,113 @@ def test_killed_between_upload_and_index_resumes_without_gap_or_duplicate(shippe
     assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)
 
 
-def test_killed_at_random_points_the_chain_stays_complete(shipper_server, dump_bucket, tmp_path):
+@pytest.mark.parametrize("page_segments", [None, 2], ids=["once", "pages-of-2"])
+def test_killed_at_random_points_the_chain_stays_complete(shipper_server, dump_bucket, tmp_path, page_segments):
     defaults = binlog_user(shipper_server, tmp_path)
     state = tmp_path / "state"
     for delay in (0.05, 0.15, 0.3, 0.5, 0.8):
         write_rows(shipper_server, "ship_chaos", 30)
         shipper_server.sql("FLUSH BINARY LOGS")
-        p = subprocess.Popen(ship_argv(dump_bucket, defaults, state, "--once"), stdout=subprocess.DEVNULL,
+        p = subprocess.Popen(once_argv(dump_bucket, defaults, state, page_segments), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(delay)
         p.kill()
         p.wait()
-    result = ship(dump_bucket, defaults, state)
+    result = subprocess.run(once_argv(dump_bucket, defaults, state, page_segments), capture_output=True, text=True,
+                            timeout=180)
     assert result.returncode == 0, result.stderr
     index = assert_chain_complete(shipper_server, dump_bucket, json.loads(result.stdout)["chain"])
     assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)
     assert not list((state / "spool").rglob("mariadb-bin.*"))
+
+
+# --- the paged index ---------------------------------------------------------------------------------
+
+def test_a_chain_spanning_several_pages_never_rewrites_more_than_one_page(shipper_server, dump_bucket, tmp_path):
+    defaults = binlog_user(shipper_server, tmp_path)
+    state = tmp_path / "state"
+    new_files(shipper_server, "ship_pages", 4)
+    first = ship_paged(dump_bucket, defaults, state, 3)
+    assert first.returncode == 0, first.stderr
+    new_files(shipper_server, "ship_pages", 6)
+    second = ship_paged(dump_bucket, defaults, state, 3)
+    assert second.returncode == 0, second.stderr
+    chain = json.loads(second.stdout)["chain"]
+    index = assert_chain_complete(shipper_server, dump_bucket, chain)
+    head = index_of(dump_bucket, chain)
+    count = len(index["segments"])
+    assert count >= 10   # the 10 files closed here (and any the server closed before)
+    # Sealed while the head would hold more than 3: the head keeps the newest 1..3.
+    assert head["pages"] == (count - 1) // 3 and head["segments"] == index["segments"][3 * head["pages"]:]
+    for number in range(head["pages"]):
+        page = get_json(dump_bucket, page_key(chain, number))
+        assert page == {"format": "quickport-binlog-index-page/1", "chain": chain, "page": number,
+                        "segments": index["segments"][3 * number:3 * number + 3]}
+        assert len(versions(dump_bucket, page_key(chain, number))) == 1, "a page is written once"
+    # Every rewrite of the head, from the first to the last: at most one page of entries.
+    s3 = boto3.client("s3")
+    rewrites = versions(dump_bucket, f"{PREFIX}/{chain}/index.json")
+    assert len(rewrites) >= count
+    page_bytes = max(s3.head_object(Bucket=dump_bucket, Key=page_key(chain, n))["ContentLength"]
+                     for n in range(head["pages"]))
+    for version in rewrites:
+        body = json.loads(s3.get_object(Bucket=dump_bucket, Key=f"{PREFIX}/{chain}/index.json",
+                                        VersionId=version["VersionId"])["Body"].read())
+        assert 1 <= len(body["segments"]) <= 3 and version["Size"] <= page_bytes + 512
+    # state.json holds the head only.
+    saved = json.loads((state / "state.json").read_text())
+    assert saved["format"] == "quickport-binlog-state/2" and saved["index"] == head
+    # The readers list chains one level below the prefix: index/ is not taken for a chain.
+    assert s3api.binlog_chain_ids(s3, dump_bucket, PREFIX) == [chain]
+
+
+def test_killed_between_a_page_and_the_head_resumes_without_gap_or_duplicate(shipper_server, aws, dump_bucket,
+                                                                             tmp_path):
+    defaults = binlog_user(shipper_server, tmp_path)
+    state = tmp_path / "state"
+    assert ship_paged(dump_bucket, defaults, state, 2).returncode == 0
+    new_files(shipper_server, "ship_page_kill", 3)
+    sealed: list[str] = []
+
+    def head_after_a_page(method: str, key: str) -> bool:   # the page is in; the head counting it is not
+        if method == "PUT" and "/index/" in key:
+            sealed.append(key)
+        return method == "PUT" and key.endswith("/index.json") and bool(sealed)
+    assert killed_at(aws, once_argv(dump_bucket, defaults, state, 2), head_after_a_page) == -signal.SIGKILL
+    assert len(sealed) == 1
+    chain = json.loads((state / "state.json").read_text())["index"]["chain"]
+    assert index_of(dump_bucket, chain)["pages"] == 0, "the head never counted the page"
+    written = get_json(dump_bucket, page_key(chain, 0))
+    new_files(shipper_server, "ship_page_kill", 2)
+    result = ship_paged(dump_bucket, defaults, state, 2)
+    assert result.returncode == 0, result.stderr
+    index = assert_chain_complete(shipper_server, dump_bucket, chain)
+    assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)
+    assert get_json(dump_bucket, page_key(chain, 0)) == written, "the page was sealed again as it was"
+    assert index_of(dump_bucket, chain)["pages"] == (len(index["segments"]) - 1) // 2
+
+
+def test_a_chain_of_an_older_agent_goes_on_paged(shipper_server, dump_bucket, tmp_path):
+    """state.json and index.json as the agent before paging left them (every segment in the index):
+    the same chain continues, its old entries sealed into pages before the first /2 head."""
+    defaults = binlog_user(shipper_server, tmp_path)
+    state = tmp_path / "state"
+    new_files(shipper_server, "ship_upgrade", 4)
+    assert ship(dump_bucket, defaults, state).returncode == 0
+    saved = json.loads((state / "state.json").read_text())
+    old = {k: v for k, v in saved["index"].items() if k != "pages"}
+    old["format"] = "quickport-binlog-index/1"
+    (state / "state.json").write_text(json.dumps({**saved, "format": "quickport-binlog-state/1", "index": old}))
+    boto3.client("s3").put_object(Bucket=dump_bucket, Key=f"{PREFIX}/{old['chain']}/index.json",
+                                  Body=json.dumps(old).encode(), ChecksumAlgorithm="CRC32")
+    new_files(shipper_server, "ship_upgrade", 1)
+    result = ship_paged(dump_bucket, defaults, state, 2)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["chain"] == old["chain"] and json.loads(result.stdout)["gap"] is None
+    index = assert_chain_complete(shipper_server, dump_bucket, old["chain"])
+    head = index_of(dump_bucket, old["chain"])
+    assert head["format"] == "quickport-binlog-index/2" and head["pages"] == (len(index["segments"]) - 1) // 2
+    assert index["segments"][:len(old["segments"])] == old["segments"]
 
 
 # --- S3 outages and the spool ------------------------------------------------------------------------

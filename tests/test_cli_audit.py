@@ -29,6 +29,7 @@ from scripts.agent import quickport_dump
 from scripts.offline import standin
 from scripts.offline.stubs import PartialStubber
 from scripts.workflows.audit import AuditScope, check_air_gapped_vault
+from scripts.workflows.binlog_index import IndexUnreadable, read_chain_index
 from tests.fixtures.aws_account import BASELINE, Prod
 from tests.fixtures.cli import Backupctl
 from tests.fixtures.mariadb import BACKUP_PASSWORD, seed_database
@@ -161,9 +162,11 @@ def _ago(**delta: float) -> str:
 def _write_chain(s3, *, started_hours: float = 30, server_id: int = 1,
                  segments: tuple[tuple[int, float], ...] = ((11, 20), (12, 1.5), (13, 0.2)),
                  confirmed: Optional[int] = 14, confirmed_seconds: float = 5, closed: Optional[dict] = None,
-                 prefix: str = "binlog") -> str:
-    """A chain exactly as the shipper leaves it (pitr_contract.md): each segment object, its manifest,
-    then the index. `segments` are (sequence number, hours since its last event). Returns the chain id."""
+                 prefix: str = "binlog", page_segments: int = 100, index_format: int = 2) -> str:
+    """A chain exactly as the shipper leaves it (docs/binlog-shipping.md): each segment object, its
+    manifest, then the index: the pages sealed while the head would hold more than `page_segments`,
+    then the head (`index_format` 1: every entry in the head, as the agent before paging wrote it).
+    `segments` are (sequence number, hours since its last event). Returns the chain id."""
     started = _now() - dt.timedelta(hours=started_hours)
     chain = f"{started:%Y%m%dT%H%M%SZ}-s{server_id}"
     entries, previous = [], None
@@ -181,13 +184,23 @@ def _write_chain(s3, *, started_hours: float = 30, server_id: int = 1,
         entries.append(entry)
         previous = file
     first = segments[0][0] if segments else confirmed
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{chain}/index.json", Body=json.dumps({
-        "format": "quickport-binlog-index/1", "chain": chain, "server_id": server_id, "host": "ip-10-0-0-5",
-        "started_at": quickport_dump.isoformat(started), "first_file": f"mariadb-bin.{first:06d}",
-        "segments": entries, "confirmed_at": _ago(seconds=confirmed_seconds),
-        "confirmed_file": f"mariadb-bin.{confirmed:06d}" if confirmed else None, "confirmed_position": 385,
-        "closed": closed}).encode())
+    pages = max(0, (len(entries) - 1) // page_segments) if index_format == 2 else 0
+    for number in range(pages):
+        s3.put_object(Bucket=BUCKET, Key=_page_key(chain, number, prefix), Body=json.dumps({
+            "format": "quickport-binlog-index-page/1", "chain": chain, "page": number,
+            "segments": entries[number * page_segments:(number + 1) * page_segments]}).encode())
+    head = {"format": f"quickport-binlog-index/{index_format}", "chain": chain, "server_id": server_id,
+            "host": "ip-10-0-0-5", "started_at": quickport_dump.isoformat(started),
+            "first_file": f"mariadb-bin.{first:06d}", **({"pages": pages} if index_format == 2 else {}),
+            "segments": entries[pages * page_segments:], "confirmed_at": _ago(seconds=confirmed_seconds),
+            "confirmed_file": f"mariadb-bin.{confirmed:06d}" if confirmed else None, "confirmed_position": 385,
+            "closed": closed}
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{chain}/index.json", Body=json.dumps(head).encode())
     return chain
+
+
+def _page_key(chain: str, number: int, prefix: str = "binlog") -> str:
+    return f"{prefix}/{chain}/index/{number:05d}.json"
 
 
 def _write_gap(s3, chain: str, hours: float, reason: str = "purged before shipped") -> str:
@@ -998,6 +1011,98 @@ def test_a_closed_newest_chain_fails(account):
     assert check["status"] == "FAIL"
     assert re.search(r"newest chain \S+-s1 was closed at \S+Z \(server id changed\) and no chain follows it",
                      check["detail"]), check["detail"]
+
+
+# --- point-in-time recovery: the paged index ----------------------------------------------------
+
+SIX_SEGMENTS = ((11, 20), (12, 10), (13, 5), (14, 3), (15, 1.5), (16, 0.2))
+
+
+def _paged_chain(account, **changes: Any) -> str:
+    """Only a chain of six segments in pages of two (pages 0 and 1, the head holding 15 and 16), confirmed
+    at 17, and a dump 26 h old at the chain's first file."""
+    s3 = account.client("s3")
+    _drop_binlog(s3)
+    chain = _write_chain(s3, started_hours=28, segments=SIX_SEGMENTS, confirmed=17, page_segments=2, **changes)
+    _write_dump(s3, age_hours=26, binlog={**COORDINATES, "file": "mariadb-bin.000011"}, latest=False)
+    return chain
+
+
+def test_a_chain_in_pages_is_read_whole_by_both_checks(account):
+    _paged_chain(account)
+    _, doc = run_audit(account)
+    shipping, window = status_of(doc, "binlog-shipping"), status_of(doc, "pitr-window")
+    assert shipping["status"] == "ok" and "6 segments, last mariadb-bin.000016;" in shipping["detail"], shipping
+    # From the dump at 000011 (page 0) through the pages to the confirmed point: one window.
+    assert window["status"] == "ok" and abs(_hours_ago(window["data"]["earliest"]) - 26) < 0.01
+    assert _hours_ago(window["data"]["latest"]) * 3600 < 60 and len(window["data"]["windows"]) == 1
+
+
+def test_a_head_of_the_agent_before_paging_is_read_as_before(account):
+    s3 = account.client("s3")
+    _drop_binlog(s3)
+    _write_chain(s3, index_format=1)
+    check = audit_check(account, "binlog-shipping")
+    assert check["status"] == "ok" and SHIPPING_OK.match(check["detail"]), check["detail"]
+
+
+def test_a_missing_page_fails_both_checks_naming_its_key(account):
+    chain = _paged_chain(account)
+    account.client("s3").delete_object(Bucket=BUCKET, Key=_page_key(chain, 0))   # its segments stay
+    _, doc = run_audit(account)
+    detail = (f"s3://{BUCKET}/{_page_key(chain, 0)} is missing: page 0 of chain {chain}, counted by "
+              f"binlog/{chain}/index.json, while its segments are still in the bucket")
+    for name in ("binlog-shipping", "pitr-window"):
+        assert status_of(doc, name) == {"name": name, "status": "FAIL", "detail": detail}
+
+
+def test_a_page_of_another_chain_fails_naming_its_key(account):
+    chain = _paged_chain(account)
+    s3 = account.client("s3")
+    page = json.loads(s3.get_object(Bucket=BUCKET, Key=_page_key(chain, 1))["Body"].read())
+    s3.put_object(Bucket=BUCKET, Key=_page_key(chain, 1), Body=json.dumps({**page, "chain": "other"}).encode())
+    check = audit_check(account, "binlog-shipping")
+    assert check == {"name": "binlog-shipping", "status": "FAIL", "detail": (
+        f"s3://{BUCKET}/{_page_key(chain, 1)} is not page 1 of chain {chain} (format "
+        "'quickport-binlog-index-page/1', chain 'other', page 1)")}
+
+
+def test_pages_expired_with_their_segments_are_history_not_a_failure(account):
+    chain = _paged_chain(account)
+    s3 = account.client("s3")
+    # As the lifecycle rule leaves it: page 0 and its segments (older than the page) gone.
+    segments = [f"binlog/{chain}/mariadb-bin.{n:06d}{suffix}" for n in (11, 12) for suffix in ("", ".json")]
+    for key in (_page_key(chain, 0), *segments):
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    _write_dump(s3, age_hours=4, binlog={**COORDINATES, "file": "mariadb-bin.000013"})
+    _, doc = run_audit(account)
+    shipping, window = status_of(doc, "binlog-shipping"), status_of(doc, "pitr-window")
+    assert shipping["status"] == "ok" and "4 segments, last mariadb-bin.000016;" in shipping["detail"], shipping
+    # The dump at 000011 has nothing left to replay from; the one at 000013 starts the window.
+    assert window["status"] == "ok" and abs(_hours_ago(window["data"]["earliest"]) - 4) < 0.01, window
+    assert _hours_ago(window["data"]["latest"]) * 3600 < 60
+
+
+@pytest.mark.parametrize("expires_in_hours, readable", [(-2, True), (30, False)])
+def test_a_missing_page_whose_last_segment_is_due_to_expire_is_history(account, expires_in_hours, readable):
+    """S3 removes expired objects some hours late and in no set order: a page gone while its last
+    segment is past its lifecycle expiry date (x-amz-expiration, which moto does not send) expired."""
+    chain = _paged_chain(account)
+    s3 = account.client("s3")
+    s3.delete_object(Bucket=BUCKET, Key=_page_key(chain, 0))
+    expiry = (_now() + dt.timedelta(hours=expires_in_hours)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    stub = PartialStubber(s3, {"HeadObject"})
+    stub.add_response("head_object", {"ContentLength": 16,
+                                      "Expiration": f'expiry-date="{expiry}", rule-id="expire-binlog"'},
+                      {"Bucket": BUCKET, "Key": f"binlog/{chain}/mariadb-bin.000012"})
+    with stub:
+        if readable:
+            index = read_chain_index(s3, BUCKET, "binlog", chain)
+            assert index is not None and [e["file"][-2:] for e in index["segments"]] == ["13", "14", "15", "16"]
+        else:
+            with pytest.raises(IndexUnreadable, match=re.escape(f"{_page_key(chain, 0)} is missing")):
+                read_chain_index(s3, BUCKET, "binlog", chain)
+        stub.assert_no_pending_responses()
 
 
 def _drop_binlog(s3) -> None:

@@ -204,22 +204,38 @@ def test_binlog_segments_are_kept_the_binlog_retention_plus_the_old_version_days
     assert doc["assumptions"]["binlog_gb_day"] == 2.0
 
 
-def test_binlog_puts_are_three_per_interval_with_writes(instance, run_cost):
+def test_binlog_puts_are_four_per_interval_with_writes(instance, run_cost):
     _, doc = run_cost("--put-1000", "0.005")
-    # 2880 intervals/day x 3 PUTs (segment, manifest, index) x 30 days = 259,200 PUTs
-    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(1.3, abs=0.005)
+    # 2880 intervals/day x (4 PUTs: segment, manifest, the head listing it, the head's confirmed point; and a
+    # page per 100 segments) x 30 days = 346,464 PUTs
+    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(2880 * 4.01 * 30 * 0.005 / 1000, abs=0.005)
     _binlog(instance, intervalSeconds=300, rpoBoundSeconds=300)
     _, doc = run_cost("--put-1000", "0.005")
-    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(0.13, abs=0.005)
+    assert line(doc, "binlog PUT requests")["usd"] == pytest.approx(0.17, abs=0.005)
 
 
-def test_every_index_rewrite_is_kept_by_object_lock_and_grows_with_the_chain(run_cost):
+def test_index_rewrites_are_kept_by_object_lock_but_hold_one_page_at_most(run_cost):
     _, doc = run_cost()
     index = line(doc, "binlog index versions (S3)")
-    # 2880 rewrites/day kept 30 days (dumps.objectLock.days), each listing on average (37 - 30/2) days of
-    # 2880 segments/day at 350 B an entry: 2880 x 30 x 63,360 x 350 B
-    assert index["gb_month"] == pytest.approx(2880 * 30 * 2880 * 22 * 350 / 1e9, rel=1e-3)
-    assert "kept 30 d (Object Lock)" in index["basis"]
+    # 5760 head rewrites/day (one per segment, one per interval) kept 30 days (dumps.objectLock.days), each
+    # the head's 350 B and on average 50.5 of at most 100 entries at 350 B; plus every entry once in a
+    # sealed page, kept as the segments (37 + 7 days): about 3.2 GB-month, where listing every segment of
+    # a 37-day-old chain in every rewrite took ~1.9 TB-month.
+    versions = 5760 * 30 * (350 + 50.5 * 350)
+    pages = 2880 * 44 * 350
+    assert index["gb_month"] == pytest.approx((versions + pages) / 1e9, abs=1e-3)
+    assert index["usd"] == pytest.approx(0.08, abs=0.005)
+    assert "kept 30 d (Object Lock)" in index["basis"] and "whatever the chain's age" in index["basis"]
+
+
+def test_index_versions_do_not_grow_with_the_chains_age(instance, run_cost):
+    _, doc = run_cost()
+    before = line(doc, "binlog index versions (S3)")["gb_month"]
+    _binlog(instance, retentionDays=370)   # a chain ten times older
+    _, doc = run_cost()
+    # Only the sealed pages are kept longer (as the segments are): 2880 entries/day x 333 more days x 350 B.
+    assert line(doc, "binlog index versions (S3)")["gb_month"] - before == pytest.approx(2880 * 333 * 350 / 1e9,
+                                                                                        abs=2e-3)
 
 
 def test_without_binlog_shipping_there_are_no_binlog_lines_nor_alarms(instance, run_cost):

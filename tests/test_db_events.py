@@ -76,6 +76,27 @@ def test_text_output_names_time_gtid_and_statement(window, events):
     assert f"DML  2500 rows: {SOURCE}.invoices 2500 update" in out
 
 
+def test_a_chain_in_several_index_pages_is_searched_whole(binlog_server, dump_bucket, tmp_path, events):
+    binlog_server.drop_databases(SOURCE)
+    binlog_server.sql(f"CREATE DATABASE {SOURCE}")
+    since = wait_for_next_second()
+    gtids = []
+    for n in range(5):   # one DDL a binlog file
+        binlog_server.sql(f"CREATE TABLE paged_{n} (id INT PRIMARY KEY)", SOURCE)
+        gtids.append(binlog_server.sql("SELECT @@gtid_binlog_pos")[0][0])
+        binlog_server.sql("FLUSH BINARY LOGS")
+    until = utc()
+    shipper = Shipper(binlog_server, dump_bucket, tmp_path / "ship-state", page_segments=2)
+    shipper.ship()
+    try:
+        result = events("--since", z(since), "--until", z(until), "--database", SOURCE, "--json")
+        assert shipper.index["pages"] >= 2
+        assert (result.code, [e["gtid"] for e in result.json()["events"]]) == (0, gtids), result.err
+        assert len(result.json()["segments_scanned"]) >= 5
+    finally:
+        binlog_server.drop_databases(SOURCE)
+
+
 @pytest.mark.parametrize("args, message", [
     (("--since", "2026-12-02T14:00:00Z", "--until", "2026-12-02T13:00:00Z"), "--until '2026-12-02T13:00:00Z': "
                                                                              "must not be before --since"),

@@ -179,6 +179,70 @@ def test_a_binlog_purged_before_it_was_shipped_is_refused_with_the_latest_restor
         assert "purged before shipped" in result.err
 
 
+def files_after_the_dump(db, bucket, tmp_path, **shipper_args) -> tuple[dict, Shipper, list[dict]]:
+    """A dump, then three binlog files closed a second apart (a row each), shipped: the dump's manifest,
+    the shipper and the segment entries from the dump's file on (the dump's file and the three)."""
+    manifest = dump(db, bucket, tmp_path)
+    for n in range(3):
+        wait_for_next_second()
+        db.sql(f"INSERT INTO customers (name) VALUES ('file {n}'); FLUSH BINARY LOGS;", SOURCE)
+    shipper = Shipper(db, bucket, tmp_path / "ship-state", **shipper_args)
+    shipper.ship()
+    files = [s["file"] for s in shipper.segments()]
+    return manifest, shipper, shipper.segments()[files.index(manifest["binlog"]["file"]):]
+
+
+def test_a_hole_without_a_gap_record_names_the_end_of_the_run_before_it(source, dump_bucket, tmp_path, restore):
+    """A segment the index lost (no gap record: the chain is not closed): a time beyond the chain is
+    refused with the last second before the hole, not the chain's end."""
+    _, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    index = shipper.index
+    shipper.write_index({**index, "segments": [s for s in index["segments"] if s["file"] != after[1]["file"]]})
+    result = restore(source, "--to-time", "2099-01-01T00:00:00Z", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[1]['file']} of chain" in result.err, result.err
+    assert f"the latest time it can restore to is {after[0]['last_event_at']}" in result.err, result.err
+
+
+def test_a_listed_segment_missing_from_the_bucket_is_refused_with_the_latest_restorable_time(
+        source, dump_bucket, tmp_path, restore):
+    manifest, _, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    boto3.client("s3").delete_object(Bucket=dump_bucket, Key=after[2]["key"])
+    result = restore(source, "--latest", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[2]['file']} of chain" in result.err and "404: Not Found" in result.err, result.err
+    latest = max(after[1]["last_event_at"], manifest["finished_at"])
+    assert f"the latest time it can restore to is {latest}" in result.err, result.err
+
+
+def test_a_chain_in_several_index_pages_is_replayed_across_them(source, dump_bucket, tmp_path, restore):
+    manifest, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path, page_segments=2)
+    for n in range(2):   # two more files: at least six in the chain, two pages sealed
+        source.sql(f"INSERT INTO customers (name) VALUES ('more {n}'); FLUSH BINARY LOGS;", SOURCE)
+    t, expected, gtid = changes_before_and_after(source)
+    shipper.ship()
+    head = shipper.index
+    files = [s["file"] for s in shipper.segments()]
+    assert head["pages"] >= 2 and manifest["binlog"]["file"] not in [s["file"] for s in head["segments"]]
+    result = restore(source, "--to-time", z(t), "--target-database", TARGET, "--json")
+    assert result.code == 0, result.err
+    report = result.json()
+    assert (rows(source, TARGET), report["restored_to"], report["last_transaction"]["gtid"]) == (expected, z(t), gtid)
+    planned = [s["file"] for s in report["plan"]["segments"]]
+    assert planned == files[files.index(manifest["binlog"]["file"]):files.index(planned[-1]) + 1]
+    assert len(planned) >= len(after) + 3   # the dump's file, the three and two more (in pages), and T's
+
+
+def test_a_missing_index_page_is_refused_naming_it(source, dump_bucket, tmp_path, restore):
+    _, shipper, _ = files_after_the_dump(source, dump_bucket, tmp_path, page_segments=2)
+    chain = shipper.chains()[-1]
+    key = f"binlog/{chain}/index/00000.json"
+    boto3.client("s3").delete_object(Bucket=dump_bucket, Key=key)
+    result = restore(source, "--latest", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"s3://{dump_bucket}/{key} is missing: page 0 of chain {chain}" in result.err, result.err
+
+
 def test_a_damaged_segment_is_refused_before_the_target_exists(source, dump_bucket, tmp_path, restore):
     _, shipper = shipped(source, dump_bucket, tmp_path)
     segment = shipper.index["segments"][-1]
@@ -244,7 +308,7 @@ def test_dry_run_prints_the_plan_from_s3_alone_and_changes_nothing(source, dump_
     result = restore(source, "--latest", "--target-database", TARGET, "--dry-run", "--json",
                      "--defaults-file", str(gone))
     plan = result.json()["plan"]
-    files = [s["file"] for s in shipper.index["segments"]]
+    files = [s["file"] for s in shipper.segments()]
     assert (result.code, plan["dump"]["key"], plan["start_position"], exists(source, TARGET)) == \
         (0, manifest["key"], manifest["binlog"]["position"], False)
     assert [s["file"] for s in plan["segments"]] == files[files.index(manifest["binlog"]["file"]):]

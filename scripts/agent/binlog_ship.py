@@ -12,10 +12,16 @@ operator's machine through `backupctl binlog-ship`. Python 3.9+, stdlib + boto3 
 Each interval (docs/binlog-shipping.md): SHOW MASTER STATUS; if the current file holds a transaction not
 yet shipped, FLUSH BINARY LOGS closes it; every closed file not yet shipped is read byte for byte with
 `mariadb-binlog --read-from-remote-server --raw` into the spool, hashed, uploaded to
-P/<chain>/<file>, described by P/<chain>/<file>.json, recorded in P/<chain>/index.json, then in
+P/<chain>/<file>, described by P/<chain>/<file>.json, recorded in the chain's index, then in
 state.json, and only then removed from the spool. A kill at any point resumes at the first file not in
 state.json: no gap, no duplicate (uploads are idempotent by key). S3 down: files stay spooled (bounded).
 A purged, reset or re-identified server is a gap: a gap record, the chain closed, a new chain.
+
+The index is paged, so no rewrite grows with the chain's age: the head P/<chain>/index.json (rewritten
+each interval) holds the chain's metadata, the confirmed point, the number of sealed pages and the
+newest 1..INDEX_PAGE_SEGMENTS segment entries; older entries are sealed, INDEX_PAGE_SEGMENTS at a time,
+into immutable pages P/<chain>/index/<NNNNN>.json, each written before the first head that counts it.
+state.json holds the head only (bounded too).
 
 Exit codes: 0 ok, 1 a failure or a gap (--once) or a failed check, 2 bad usage.
 Needs s3:PutObject under P/ and ssm:GetParameter for the password; never reads from S3.
@@ -43,9 +49,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MIB = 1024 * 1024
 SEGMENT_FORMAT = "quickport-binlog-segment/1"
-INDEX_FORMAT = "quickport-binlog-index/1"
+INDEX_FORMAT = "quickport-binlog-index/2"            # the head: P/<chain>/index.json
+INDEX_FORMAT_V1 = "quickport-binlog-index/1"         # every segment in the head (a state.json of an older agent)
+PAGE_FORMAT = "quickport-binlog-index-page/1"        # a sealed page: P/<chain>/index/<NNNNN>.json
 GAP_FORMAT = "quickport-binlog-gap/1"
-STATE_FORMAT = "quickport-binlog-state/1"
+STATE_FORMAT = "quickport-binlog-state/2"            # /2 embeds a /2 head; a /1 state is taken over at start
+STATE_FORMAT_V1 = "quickport-binlog-state/1"
+# Segment entries a sealed page holds; the head holds the newest 1..this many. ~340 B an entry (measured):
+# every head rewrite (twice an interval with writes, every version kept by Object Lock) stays under ~35 KB
+# whatever the chain's age, and a reader gets a chain 37 days old at 30 s in ~1100 pages.
+INDEX_PAGE_SEGMENTS = 100
 METRICS_NAMESPACE = "QuickportBackup"   # components/signals.py alarms on these names
 DEFAULT_STATE_DIR = "/var/lib/quickport-binlog"
 BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -342,11 +355,15 @@ class S3Unavailable(ShipFailed):
 # --- the shipper -----------------------------------------------------------------------------------
 
 class Shipper:
-    """One chain at a time; state.json (written after the index) is the truth after a restart."""
+    """One chain at a time; state.json (written after the index) is the truth after a restart.
+    `index_page_segments`: entries per sealed index page (the head holds at most this many)."""
 
     def __init__(self, server: Server, store: Store, state_dir: str, spool_megabytes: int,
-                 progress: Callable[[str], None] = log):
+                 progress: Callable[[str], None] = log, index_page_segments: int = INDEX_PAGE_SEGMENTS):
+        if index_page_segments < 1:
+            raise ValueError(f"index_page_segments {index_page_segments}: must be at least 1")
         self.server, self.store, self.progress = server, store, progress
+        self.page_segments = index_page_segments
         self.state_dir = state_dir
         self.spool_root = os.path.join(state_dir, "spool")
         self.spool_limit = spool_megabytes * MIB
@@ -366,8 +383,14 @@ class Shipper:
             return None
         except (OSError, ValueError) as e:
             raise ShipFailed(f"{self.state_path} is unreadable ({e}); move it aside to start a new chain") from None
-        if state.get("format") != STATE_FORMAT or "index" not in state:
+        if state.get("format") not in (STATE_FORMAT, STATE_FORMAT_V1) or "index" not in state:
             raise ShipFailed(f"{self.state_path} is not a {STATE_FORMAT} file; move it aside to start a new chain")
+        if state["format"] == STATE_FORMAT_V1:
+            # An older agent's chain, every segment in its index: the same chain goes on paged. The next
+            # index write seals its full pages (each before the head counting it); until then S3 keeps
+            # the /1 head, which readers take as it is.
+            state["format"] = STATE_FORMAT
+            state["index"].update(format=INDEX_FORMAT, pages=0)
         return state
 
     def _save(self) -> None:
@@ -381,6 +404,21 @@ class Shipper:
 
     def chain_key(self, name: str) -> str:
         return f"{self.store.prefix}/{self.index['chain']}/{name}"
+
+    def _publish(self, index: Dict[str, Any]) -> Dict[str, Any]:
+        """Write the chain's index: first each full page its head would hold beyond the page size,
+        sealed (written once, before any head counts it; the same key and body again after a restart),
+        then the head. Returns the head as written, for the caller to adopt and save; on S3Unavailable
+        nothing is adopted (state.json still says what S3 surely has)."""
+        head = dict(index)
+        size, chain = self.page_segments, f"{self.store.prefix}/{index['chain']}"
+        while len(head["segments"]) > size:
+            number = head["pages"]
+            self.store.put_json(f"{chain}/index/{number:05d}.json", {
+                "format": PAGE_FORMAT, "chain": head["chain"], "page": number, "segments": head["segments"][:size]})
+            head.update(pages=number + 1, segments=head["segments"][size:])
+        self.store.put_json(f"{chain}/index.json", head)
+        return head
 
     def spool_dir(self) -> str:
         path = os.path.join(self.spool_root, self.index["chain"])
@@ -405,12 +443,16 @@ class Shipper:
         return max(times) if times else None
 
     def _start_chain(self, server_id: int, first_file: str, now: dt.datetime) -> None:
+        # A chain id is its start to the second: a gap found in the second the old chain started must not
+        # reuse the old id (the new head would overwrite the closed one), so the new chain starts a second on.
+        while self.state is not None and f"{now:%Y%m%dT%H%M%SZ}-s{server_id}" == self.index["chain"]:
+            now += dt.timedelta(seconds=1)
         chain = f"{now:%Y%m%dT%H%M%SZ}-s{server_id}"
         self.state = {"format": STATE_FORMAT, "bucket": self.store.bucket, "prefix": self.store.prefix,
                       "baseline": None,
                       "index": {"format": INDEX_FORMAT, "chain": chain, "server_id": server_id,
                                 "host": socket.gethostname(), "started_at": isoformat(now),
-                                "first_file": first_file, "segments": [], "confirmed_at": None,
+                                "first_file": first_file, "pages": 0, "segments": [], "confirmed_at": None,
                                 "confirmed_file": None, "confirmed_position": None, "closed": None}}
         self._save()
         self.progress(f"chain {chain} starts at {first_file}")
@@ -444,8 +486,7 @@ class Shipper:
                "missing_from": self.expected_file(), "reason": reason,
                "latest_restorable_at": self.latest_restorable_at()}
         self.store.put_json(f"{self.store.prefix}/gaps/{now:%Y%m%dT%H%M%SZ}-{old['chain']}.json", gap)
-        old["closed"] = {"at": isoformat(now), "reason": reason}
-        self.store.put_json(self.chain_key("index.json"), old)
+        self._publish({**old, "closed": {"at": isoformat(now), "reason": reason}})
         shutil.rmtree(os.path.join(self.spool_root, old["chain"]), ignore_errors=True)
         # The new chain: the next expected file if this server still has it (a changed id), else its oldest.
         names = [n for n, _ in logs]
@@ -501,9 +542,9 @@ class Shipper:
             assert self.state is not None
             self.state["baseline"] = ({"file": after, "position": FIRST_EVENT_POSITION} if moved
                                       else {"file": current, "position": position})
-            self.index.update(confirmed_at=isoformat(now), confirmed_file=current, confirmed_position=position)
             try:
-                self.store.put_json(self.chain_key("index.json"), self.index)
+                self.state["index"] = self._publish({**self.index, "confirmed_at": isoformat(now),
+                                                     "confirmed_file": current, "confirmed_position": position})
             except S3Unavailable as e:
                 ship_error = f"S3 unreachable ({e}); {self._spool_summary()}"
             else:
@@ -571,13 +612,11 @@ class Shipper:
                         "shipped_at": isoformat(utcnow())}
             self.store.put_file(key, path)
             self.store.put_json(key + ".json", manifest)
-            segments.append({k: manifest[k] for k in ("file", "key", "bytes", "sha256", "first_gtid", "last_gtid",
-                                                      "first_event_at", "last_event_at")})
-            try:
-                self.store.put_json(self.chain_key("index.json"), self.index)
-            except S3Unavailable:
-                segments.pop()              # not recorded: shipped again (same key, same bytes) next time
-                raise
+            entry = {k: manifest[k] for k in ("file", "key", "bytes", "sha256", "first_gtid", "last_gtid",
+                                              "first_event_at", "last_event_at")}
+            # On S3Unavailable nothing is recorded: shipped again (same key, same bytes) next time.
+            assert self.state is not None
+            self.state["index"] = self._publish({**self.index, "segments": [*segments, entry]})
             self._save()
             os.unlink(path)                 # only now: uploaded and recorded
             report["segments"].append(name)

@@ -2,7 +2,10 @@
 bucket settings audit reads."""
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
+import re
 from typing import Any, Callable, Optional
 
 from scripts.aws.errors import describe
@@ -129,6 +132,16 @@ def object_size(s3, bucket: str, key: str) -> Optional[int]:
     """The object's size in bytes (HeadObject), or None when it does not exist (HTTP 404)."""
     answer = _absent_is_none(lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound")
     return None if answer is None else int(answer["ContentLength"])
+
+
+def object_presence(s3, bucket: str, key: str) -> tuple[bool, Optional[dt.datetime]]:
+    """Whether the object exists (HeadObject), and when a lifecycle rule expires it: S3's x-amz-expiration
+    `expiry-date` (None when no rule applies, or the endpoint does not say)."""
+    answer = _absent_is_none(lambda: s3.head_object(Bucket=bucket, Key=key), "404", "NoSuchKey", "NotFound")
+    if answer is None:
+        return False, None
+    match = re.search(r'expiry-date="([^"]+)"', answer.get("Expiration") or "")
+    return True, email.utils.parsedate_to_datetime(match.group(1)) if match else None
 
 
 def object_lock_configuration(s3, bucket: str) -> Optional[dict[str, Any]]:

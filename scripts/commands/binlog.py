@@ -21,8 +21,9 @@ Ship the server's binary logs to s3://BUCKET/PREFIX/<chain>/ with the code the i
 service runs (scripts/agent/binlog_ship.py). Each interval: if the current binlog holds a transaction not
 yet shipped, FLUSH BINARY LOGS closes it; every closed file is copied byte for byte (mariadb-binlog
 --read-from-remote-server --raw), hashed, uploaded with a small manifest, recorded in the chain's
-index.json. --once runs one interval (exit 1 on a failure or a gap in the chain, naming the missing file
-and the latest restorable time); --follow runs until SIGTERM/Ctrl-C, then ships what there is and exits 0.
+index (index.json, older entries sealed into index/NNNNN.json pages). --once runs one interval (exit 1
+on a failure or a gap in the chain, naming the missing file and the latest restorable time); --follow
+runs until SIGTERM/Ctrl-C, then ships what there is and exits 0.
 A kill resumes without gap or duplicate from --state-dir; while S3 is unreachable files wait in the spool
 (bounded by --spool-megabytes). The password comes from the SSM parameter (default: the stack's
 binlog.passwordParameter) or a client option file, and only ever sits in a 0600 option file.

@@ -42,8 +42,9 @@ data plus the daily changes), pre-maintenance snapshots (each holds what changed
 daily chain), baselines, the Recycle Bin (deleted snapshots kept {7} days), database dumps in S3
 Standard (dump size x dumps.retentionDays), the air-gapped copies (with backup.airGappedVault), the
 CloudTrail logs (with monitoring.trail: create), the alarms and metrics, with binlog.enabled the
-binlog segments (--binlog-gb-day x binlog.retentionDays), the index versions the shipper rewrites each
-interval (all kept by Object Lock) and its PUT requests, and for scale the gp3 root volume itself.
+binlog segments (--binlog-gb-day x binlog.retentionDays), the index head versions the shipper rewrites
+each interval (all kept by Object Lock; at most one page of entries each) and its PUT requests, and for
+scale the gp3 root volume itself.
 
 From the account: root volume size (DescribeVolumes; --volume-gb to skip), the strategy's snapshots
 and their locks, the newest dump's size. Prices: {PRICE_REGION} list prices as of {PRICE_DATE}, not

@@ -25,6 +25,7 @@ from scripts.aws import sts as stsapi
 from scripts.aws.errors import AWS_ERRORS, NOT_FOUND_CODES, describe, error_code
 from scripts.times import iso_utc, parse_time
 from scripts.workflows.base import Session
+from scripts.workflows.binlog_index import IndexUnreadable, read_chain_index
 
 OK, FAIL, UNCHECKED = "ok", "FAIL", "could-not-check"
 STRATEGY_MIN_RETENTION_DAYS = 7
@@ -75,6 +76,8 @@ def _guarded(name: str, fn: Callable[[], Check | list[Check]]) -> list[Check]:
         result = fn()
     except AWS_ERRORS as e:
         return [Check(name, FAIL if error_code(e) in NOT_FOUND_CODES else UNCHECKED, describe(e, operation=True))]
+    except IndexUnreadable as e:  # a binlog chain's head or page missing or not what the head says: a finding
+        return [Check(name, FAIL, str(e))]
     except ValueError as e:  # an unreadable JSON document (vault policy, latest.json, manifest)
         return [Check(name, UNCHECKED, f"unreadable JSON: {e}")]
     return result if isinstance(result, list) else [result]
@@ -512,7 +515,7 @@ _BINLOG_FILE = re.compile(r"^(?P<base>.+)\.(?P<seq>\d+)$")
 
 @dataclass
 class Chain:
-    """One chain's index.json (format quickport-binlog-index/1)."""
+    """One chain's index as scripts/workflows/binlog_index.py reads it: the head, `segments` every entry."""
     chain_id: str
     index: dict[str, Any]
 
@@ -569,12 +572,13 @@ def _binlog_seq(name: Any) -> Optional[tuple[str, int]]:
 
 
 def _chains(scope: AuditScope) -> list[Chain]:
-    """Every chain's index under the binlog prefix, oldest first (chain ids start with their UTC start)."""
+    """Every chain's index under the binlog prefix, oldest first (chain ids start with their UTC start); a
+    chain without a head yet (its first segment is being shipped) is left out."""
     s3, bucket, prefix = scope.client("s3"), scope.config.dumps.bucket_name, scope.config.binlog.prefix
     chains = []
-    for chain_id in sorted(p for p in s3api.child_prefixes(s3, bucket, prefix) if p != "gaps"):
-        index = s3api.read_json_object(s3, bucket, f"{prefix}/{chain_id}/index.json")
-        if isinstance(index, dict):
+    for chain_id in s3api.binlog_chain_ids(s3, bucket, prefix):
+        index = read_chain_index(s3, bucket, prefix, chain_id)
+        if index is not None:
             chains.append(Chain(chain_id, index))
     return chains
 

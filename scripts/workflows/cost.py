@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 from components.config import StackConfig
 from components.signals import BINLOG_METRICS, DUMP_METRICS, alarm_specs
+from scripts.agent import binlog_ship
 from scripts.aws import ec2 as ec2api
 from scripts.aws import s3 as s3api
 from scripts.aws.errors import AWS_ERRORS, describe
@@ -44,10 +45,12 @@ S3_PUT_USD_1000 = 0.005           # S3 Standard PUT/COPY/POST/LIST per 1,000 req
 # Point-in-time recovery (the shipper, pitr_contract: one segment per binlog file, FLUSH BINARY LOGS
 # each interval with writes). Assumptions, every one a flag or stated in docs/cli-audit-cost-demo.md:
 BINLOG_GB_DAY = 0.5               # raw ROW-format binlog written per day (GT06 positions + CRM); --binlog-gb-day
-BINLOG_PUTS_WITH_WRITES = 3       # segment, its manifest, the index
-BINLOG_PUTS_IDLE = 1              # the index refresh (confirmed_at) only
+BINLOG_PUTS_WITH_WRITES = 4       # segment, its manifest, the index head listing it, the head's confirmed point
+BINLOG_PUTS_IDLE = 1              # the head refresh (confirmed_at) only
 BINLOG_WRITE_SHARE = 1.0          # share of intervals with writes: the GPS server writes all day
-BINLOG_INDEX_ENTRY_BYTES = 350    # one segment's entry in index.json (file, key, bytes, sha256, GTIDs, times)
+BINLOG_INDEX_ENTRY_BYTES = 350    # one segment's entry (file, key, bytes, sha256, GTIDs, times; ~340 B measured)
+BINLOG_INDEX_HEAD_BYTES = 350     # the head without entries (chain, server, confirmed point, pages; ~340 B)
+BINLOG_INDEX_PAGE_SEGMENTS = binlog_ship.INDEX_PAGE_SEGMENTS   # a sealed page's entries; the head holds 1..this
 
 # Assumptions where the account cannot tell (documented in docs/cli-audit-cost-demo.md).
 DAILY_CHANGE_PCT = 2.0     # share of the written data that changes per day (app logs, MariaDB pages, GPS)
@@ -202,33 +205,38 @@ def gather_inputs(session: Session, cfg: StackConfig, instance_id: str, override
 
 def _binlog_storage_rows(inputs: Inputs, args: Rates, s3_price: float) -> list[tuple[str, str, float, float, float]]:
     """Segments: written once, current for binlog.retentionDays, then noncurrent for the noncurrent days.
-    The index: rewritten every interval, and Object Lock keeps every version lock_days; it lists every
-    segment of the chain, so it grows with the chain's age (taken as binlog.retentionDays)."""
+    The index: its head is rewritten once per segment shipped and once per interval (the confirmed
+    point), and Object Lock keeps every version lock_days; it holds only the newest 1..page entries, so
+    its size does not grow with the chain's age. Older entries are sealed into pages, each written once
+    and kept as the segments are."""
     kept = inputs.binlog_retention_days + inputs.noncurrent_days
     intervals_day = 86400 / (inputs.binlog_interval_seconds or 1)
     segments_day = intervals_day * BINLOG_WRITE_SHARE
-    age = inputs.binlog_retention_days
     version_days = max(inputs.lock_days, inputs.noncurrent_days)
-    # Versions written over the last version_days, each as large as the index was then (mean age - window/2).
-    mean_entries = segments_day * max(age - version_days / 2, version_days / 2)
-    index_gb = intervals_day * version_days * mean_entries * BINLOG_INDEX_ENTRY_BYTES / 1e9
+    page = BINLOG_INDEX_PAGE_SEGMENTS
+    rewrites_day = intervals_day + segments_day
+    head_bytes = BINLOG_INDEX_HEAD_BYTES + (page + 1) / 2 * BINLOG_INDEX_ENTRY_BYTES   # 1..page entries, evenly
+    versions_gb = rewrites_day * version_days * head_bytes / 1e9
+    pages_gb = segments_day * kept * BINLOG_INDEX_ENTRY_BYTES / 1e9
     return [
         ("binlog segments (S3)", f"{args.binlog_gb_day:g} GB/day x {kept} d ({inputs.binlog_retention_days} d "
          f"current + {inputs.noncurrent_days} d old version; an assumption: --binlog-gb-day)",
          args.binlog_gb_day * kept, BUDGET["binlog_gb_day"] * kept, s3_price),
-        ("binlog index versions (S3)", f"{intervals_day:.0f} rewrites/day kept {version_days} d (Object Lock) x "
-         f"{mean_entries:,.0f} entries x {BINLOG_INDEX_ENTRY_BYTES} B (a chain {age} d old, {segments_day:.0f} "
-         f"segments/day)", index_gb, index_gb, s3_price),
+        ("binlog index versions (S3)", f"{rewrites_day:,.0f} head rewrites/day kept {version_days} d (Object Lock) x "
+         f"{head_bytes / 1000:.1f} kB (the newest 1..{page} entries of {BINLOG_INDEX_ENTRY_BYTES} B, whatever the "
+         f"chain's age) + sealed pages {segments_day:,.0f} entries/day x {kept} d",
+         versions_gb + pages_gb, versions_gb + pages_gb, s3_price),
     ]
 
 
 def _binlog_put_fee(inputs: Inputs, args: Rates) -> tuple[str, str, float]:
     intervals_day = 86400 / (inputs.binlog_interval_seconds or 1)
     busy = intervals_day * BINLOG_WRITE_SHARE
-    puts_month = 30 * (busy * BINLOG_PUTS_WITH_WRITES + (intervals_day - busy) * BINLOG_PUTS_IDLE)
-    return ("binlog PUT requests", f"{BINLOG_PUTS_WITH_WRITES} per interval with writes (segment, manifest, index), "
-            f"{BINLOG_PUTS_IDLE} otherwise: {puts_month:,.0f}/month x {args.put_price:g} USD/1000",
-            puts_month * args.put_price / 1000)
+    with_writes = BINLOG_PUTS_WITH_WRITES + 1 / BINLOG_INDEX_PAGE_SEGMENTS   # and a sealed page's share
+    puts_month = 30 * (busy * with_writes + (intervals_day - busy) * BINLOG_PUTS_IDLE)
+    return ("binlog PUT requests", f"{BINLOG_PUTS_WITH_WRITES} per interval with writes (segment, manifest, the "
+            f"index head twice) + a page per {BINLOG_INDEX_PAGE_SEGMENTS} segments, {BINLOG_PUTS_IDLE} otherwise: "
+            f"{puts_month:,.0f}/month x {args.put_price:g} USD/1000", puts_month * args.put_price / 1000)
 
 
 def estimate(inputs: Inputs, args: Rates) -> list[Line]:

@@ -27,6 +27,7 @@ from scripts.aws.errors import AWS_ERRORS, describe
 from scripts.errors import CommandError, UsageError
 from scripts.times import parse_time, utcnow
 from scripts.workflows.base import Session
+from scripts.workflows.binlog_index import index_key, read_chain_index
 from scripts.workflows.database import (
     Client,
     download_verified,
@@ -36,7 +37,6 @@ from scripts.workflows.database import (
     sql_string,
 )
 
-INDEX_FORMAT = "quickport-binlog-index/1"
 # Measured by bench/bench_pitr.py on the 2-core build machine (docs/pitr.md: 119.8 MiB of zstd dump
 # plus 28.5 MiB of binlogs in 38.0 s, download and checks included): MiB of dump + binlog restored per
 # second. Only for the dry run's estimate; a server with more cores restores faster.
@@ -133,17 +133,21 @@ def _segment(chain: str, entry: dict[str, Any]) -> Segment:
 
 
 def read_chains(s3, bucket: str, prefix: str) -> list[Chain]:
-    """Every chain's index under the binlog prefix, oldest first."""
+    """Every chain's index under the binlog prefix (head and pages), oldest first."""
     chains = []
     try:
         ids = s3api.binlog_chain_ids(s3, bucket, prefix)
     except AWS_ERRORS as e:
         raise CommandError(f"listing s3://{bucket}/{prefix}/: {describe(e)}") from None
     for chain_id in ids:
-        key = f"{prefix}/{chain_id}/index.json"
-        index = s3api.read_json(s3, bucket, key)
-        if index.get("format") != INDEX_FORMAT:
-            raise CommandError(f"s3://{bucket}/{key} is not a binlog chain index (format {index.get('format')!r})")
+        key = index_key(prefix, chain_id)
+        try:
+            index = read_chain_index(s3, bucket, prefix, chain_id)
+        except AWS_ERRORS as e:
+            raise CommandError(f"reading the index of chain {chain_id} (s3://{bucket}/{key} and its pages): "
+                               f"{describe(e)}") from None
+        if index is None:
+            raise CommandError(f"reading s3://{bucket}/{key}: NoSuchKey: The specified key does not exist.")
         try:
             segments = tuple(sorted((_segment(chain_id, e) for e in index.get("segments") or []),
                                     key=lambda s: file_number(s.file)))
@@ -251,17 +255,25 @@ def _chain_of(chains: list[Chain], coordinates: dict[str, Any]) -> Optional[Chai
     return None
 
 
-def _refuse_gap(s3, request: RestoreRequest, chain: Chain, wanted: str, missing: Optional[str]) -> CommandError:
+def _refuse_gap(s3, request: RestoreRequest, chain: Chain, wanted: str, dump: Dump,
+                missing: Optional[str]) -> CommandError:
+    """Why `wanted` cannot be reached replaying `chain` from the dump, and the latest second that can:
+    the chain's end (max(last event, confirmed_at)) when it is whole from the dump's file on; else the
+    last event of the unbroken run of segments from the dump's file to the first missing one (a hole
+    with or without a gap record; the gap record's own time when the hole is the gap's)."""
+    assert dump.binlog is not None
     gap = _gap_record(s3, request.bucket, request.binlog_prefix, chain) if chain.closed else None
-    latest = isoz(chain.restorable_until)
+    start = file_number(dump.binlog["file"])
+    if missing is None and chain.segments:
+        missing = chain.missing_between(start, file_number(chain.segments[-1].file))
     if missing is None and gap:
         missing = gap.get("missing_from")
+    latest = isoz(chain.restorable_until)
     if missing is not None:
-        # A hole inside the chain: the latest reachable second is the end of the file before it.
-        before = [s for s in chain.segments if file_number(s.file) < file_number(missing)]
-        times = [s.last_event_at for s in before if s.last_event_at]
-        latest = isoz(max(times)) if times else latest
-        if gap and gap.get("latest_restorable_at"):
+        run = [s.last_event_at for s in chain.segments
+               if start <= file_number(s.file) < file_number(missing) and s.last_event_at]
+        latest = isoz(max([*run, dump.finished_at]))
+        if gap and gap.get("missing_from") == missing and gap.get("latest_restorable_at"):
             latest = gap["latest_restorable_at"]
     reason = f" ({gap['reason']})" if gap and gap.get("reason") else (
         f" (chain closed: {chain.closed.get('reason')})" if chain.closed else "")
@@ -295,7 +307,7 @@ def plan(session: Session, request: RestoreRequest) -> Plan:
     until = chain.restorable_until
     target = request.to_time or until
     if target is None or until is None or target > until:
-        raise _refuse_gap(s3, request, chain, wanted, None)
+        raise _refuse_gap(s3, request, chain, wanted, dump, None)
     start = file_number(dump.binlog["file"])
     needed: list[Segment] = []
     for segment in chain.segments:
@@ -307,7 +319,7 @@ def plan(session: Session, request: RestoreRequest) -> Plan:
             break
     missing = chain.missing_between(start, file_number(needed[-1].file)) if needed else None
     if missing:
-        raise _refuse_gap(s3, request, chain, wanted, missing)
+        raise _refuse_gap(s3, request, chain, wanted, dump, missing)
     if target < dump.finished_at:
         target = dump.finished_at   # --latest on a chain confirmed before the dump finished
     alternatives = [d for d, c in usable[1:] if c is chain]
@@ -448,7 +460,11 @@ def replay(session: Session, client: Client, plan_: Plan, files: list[Path], sou
 
 # --- the restore ------------------------------------------------------------------------------------
 
-def _download_segments(session: Session, s3, bucket: str, segments: list[Segment], directory: Path) -> list[Path]:
+def _download_segments(session: Session, s3, bucket: str, segments: list[Segment], directory: Path,
+                       reached: Optional[dt.datetime] = None) -> list[Path]:
+    """Each segment, verified, in order. `reached`: what the restore reaches without them (the dump's
+    finish); a segment listed but missing or damaged is then refused with the latest time the ones
+    before it reach."""
     paths = []
     for segment in segments:
         path = directory / segment.file
@@ -456,7 +472,10 @@ def _download_segments(session: Session, s3, bucket: str, segments: list[Segment
             download_verified(session, s3, {"key": segment.key, "bytes": segment.bytes, "sha256": segment.sha256},
                               bucket, path)
         except CommandError as e:
-            raise CommandError(f"segment {segment.file} of chain {segment.chain}: {e}") from None
+            latest = f"; the latest time it can restore to is {isoz(reached)}" if reached else ""
+            raise CommandError(f"segment {segment.file} of chain {segment.chain}: {e}{latest}") from None
+        if reached and segment.last_event_at:
+            reached = max(reached, segment.last_event_at)
         paths.append(path)
     return paths
 
@@ -567,7 +586,7 @@ def _build(session: Session, r: RestoreRequest, plan_: Plan, report: dict[str, A
             if schema_exists(client, r.target) and not r.replace:   # refuse before any download
                 target.create(False)
             dump_path = _download_dump(session, s3, r.bucket, plan_, Path(tmp))
-            files = _download_segments(session, s3, r.bucket, plan_.segments, Path(tmp))
+            files = _download_segments(session, s3, r.bucket, plan_.segments, Path(tmp), plan_.dump.finished_at)
             report["plan"] = plan_.describe()
             report["replaced"] = target.create(r.replace)
             session.progress(f"restoring {plan_.dump.manifest['key']} into {r.target}")
@@ -760,7 +779,7 @@ def events(session: Session, request: EventsRequest) -> dict[str, Any]:
             found += parser.finish()
     if r.grep:
         found = [e for e in found if r.grep.search(e.get("statement") or " ".join(e.get("tables") or {}))]
-    found.sort(key=lambda e: (e["at"], e["chain"], e["position"]))
+    found.sort(key=lambda e: (e["at"], e["chain"], file_number(e["file"]), e["position"]))   # one second, two files
     latest = max((c.restorable_until for c in chains if c.restorable_until), default=None)
     return {"since": isoz(r.since), "until": isoz(r.until), "database": r.database, "min_rows": r.min_rows,
             "segments_scanned": scanned, "covered_until": isoz(latest), "events": found}
