@@ -31,13 +31,31 @@ def live_pipeline(bucket: str, defaults: str, database: str, *extra: str):
     raise AssertionError("the dump pipeline did not start")
 
 
+def open_files(pid: int) -> set[str]:
+    """What the process' descriptors point at; one closed while we look is skipped (the agent opens and
+    closes sockets and pipes all the time)."""
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return targets
+
+
 def compressor_of(proc_pid: int) -> int:
-    """The zstd that reads a pipe which is not this process' (the tail check reads from us)."""
-    ours = {os.readlink(f"/proc/{proc_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc_pid}/fd")
-            if os.path.exists(f"/proc/{proc_pid}/fd/{fd}")}
-    for pid, name in running_children(proc_pid):
-        if name == "zstd" and os.readlink(f"/proc/{pid}/fd/0") not in ours:
-            return pid
+    """The zstd that reads a pipe which is not this process' (the tail check reads from us). Looked for
+    until the agent has handed the dump's pipe over (it reads the header from it first)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ours = open_files(proc_pid)
+        for pid, name in running_children(proc_pid):
+            try:
+                if name == "zstd" and os.readlink(f"/proc/{pid}/fd/0") not in ours:
+                    return pid
+            except FileNotFoundError:   # a short-lived zstd (the header's frame) already gone
+                continue
+        time.sleep(0.01)
     raise AssertionError("no compressor reading a foreign pipe")
 
 
@@ -61,7 +79,7 @@ def test_the_compressor_reads_the_dumps_own_pipe(mariadb_server, dump_bucket, ba
     try:
         dump_out = os.readlink(f"/proc/{children['mariadb-dump']}/fd/1")
         assert os.readlink(f"/proc/{compressor_of(proc.pid)}/fd/0") == dump_out
-        assert dump_out not in {os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+        assert dump_out not in open_files(proc.pid)
     finally:
         finish(proc)
 
