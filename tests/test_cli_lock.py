@@ -40,6 +40,13 @@ def _lock_info(snapshot_id: str, state: str, **extra) -> dict:
                            "LockExpiresOn": NOW + dt.timedelta(days=30), **extra}]}
 
 
+def _same_name_of_another_instance(prod_instance, name: str) -> str:
+    """What `guard --action X --instance-id OTHER` leaves: a snapshot named like ours, tagged OTHER,
+    started after ours (StartTime has whole seconds)."""
+    time.sleep(1.1)
+    return standin.tag_snapshot(prod_instance, name, Instance="i-0fedcba9876543210")
+
+
 def test_governance_lock_sends_mode_and_duration_without_cool_off(prod_instance, backupctl, snapshot_id, locks):
     ec2, stubber = locks
     stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance",
@@ -54,9 +61,13 @@ def test_governance_lock_sends_mode_and_duration_without_cool_off(prod_instance,
     assert f"Locked {snapshot_id}" in result.out and "governance until 2026-12-26" in result.out
 
 
-def test_lock_by_name_locks_that_snapshot(prod_instance, backupctl, snapshot_id, locks):
+@pytest.mark.parametrize("another_instance_shares_the_name", [False, True])
+def test_lock_by_name_locks_this_instances_snapshot(prod_instance, backupctl, snapshot_id, locks,
+                                                    another_instance_shares_the_name):
     ec2, stubber = locks
     name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
+    if another_instance_shares_the_name:
+        _same_name_of_another_instance(prod_instance, name)   # newer: the old lookup took this one
     stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance"},
                          {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 7})
 
@@ -203,28 +214,6 @@ def test_unlock_denied_by_the_guard_rails_says_it_is_a_break_glass_step(prod_ins
 
     assert result.code == 1
     assert "UnauthorizedOperation" in result.err and "break-glass" in result.err
-
-
-def _same_name_of_another_instance(prod_instance, name: str) -> str:
-    """What `guard --action X --instance-id OTHER` leaves: a snapshot named like ours, tagged OTHER,
-    started after ours (StartTime has whole seconds)."""
-    time.sleep(1.1)
-    return standin.tag_snapshot(prod_instance, name, Instance="i-0fedcba9876543210")
-
-
-def test_lock_by_a_name_another_instance_shares_locks_this_instances_snapshot(prod_instance, backupctl,
-                                                                              snapshot_id, locks):
-    ec2, stubber = locks
-    name = f"prod-root-{dt.datetime.now(dt.timezone.utc).date()}-before-php-upgrade"
-    _same_name_of_another_instance(prod_instance, name)   # newer: the old lookup took this one
-    stubber.add_response("lock_snapshot", {"SnapshotId": snapshot_id, "LockState": "governance"},
-                         {"SnapshotId": snapshot_id, "LockMode": "governance", "LockDuration": 7})
-
-    result = backupctl("lock", name, "--mode", "governance", "--days", "7", *prod_instance.common_args(),
-                       clients={"ec2": ec2})
-
-    assert result.code == 0, result.err
-    stubber.assert_no_pending_responses()
 
 
 def test_unlock_by_a_name_no_snapshot_of_this_instance_has_alone_exits_2_listing_them(prod_instance, backupctl,
