@@ -281,6 +281,30 @@ def test_killed_between_upload_and_index_resumes_without_gap_or_duplicate(shippe
     assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)
 
 
+def test_killed_after_recording_a_segment_but_before_unspooling_it_goes_on_shipping(shipper_server, aws,
+                                                                                   dump_bucket, tmp_path):
+    # No S3 request falls between state.json naming the segment and the spooled copy going, so the
+    # kill is arranged as it leaves things: the segment recorded and still in the spool.
+    defaults = binlog_user(shipper_server, tmp_path)
+    state = tmp_path / "state"
+    assert ship(dump_bucket, defaults, state).returncode == 0
+    write_rows(shipper_server, "ship_unspool", 20)
+    assert ship(dump_bucket, defaults, state).returncode == 0
+    chain = json.loads((state / "state.json").read_text())["index"]["chain"]
+    last = index_of(dump_bucket, chain)["segments"][-1]
+    spooled = state / "spool" / chain / last["file"]
+    spooled.write_bytes(get_bytes(dump_bucket, last["key"]))
+
+    write_rows(shipper_server, "ship_unspool", 20)
+    result = ship(dump_bucket, defaults, state)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["segments"], "nothing shipped: the stale spooled file blocked the rest"
+    index = assert_chain_complete(shipper_server, dump_bucket, chain)
+    assert index["segments"][-1]["last_gtid"] == gtid_pos(shipper_server)
+    assert not spooled.exists()
+
+
 @pytest.mark.parametrize("page_segments", [None, 2], ids=["once", "pages-of-2"])
 def test_killed_at_random_points_the_chain_stays_complete(shipper_server, dump_bucket, tmp_path, page_segments):
     defaults = binlog_user(shipper_server, tmp_path)

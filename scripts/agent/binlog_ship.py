@@ -596,6 +596,12 @@ class Shipper:
 
     def _upload_spooled(self, report: Dict[str, Any]) -> None:
         spool = self.spool_dir()
+        expected = binlog_number(self.expected_file())
+        for name in self._spooled():
+            if binlog_number(name)[0] == expected[0] and binlog_number(name)[1] < expected[1]:
+                # Recorded in state.json by a run killed before it could unlink it: shipped. Left in
+                # place it would block every later file (they go in order) and the gap check.
+                os.unlink(os.path.join(spool, name))
         for name in self._spooled():
             if name != self.expected_file():
                 break                       # never out of order: a missing one is read or is a gap
