@@ -204,6 +204,23 @@ def test_a_hole_without_a_gap_record_names_the_end_of_the_run_before_it(source, 
     assert f"the latest time it can restore to is {after[0]['last_event_at']}" in result.err, result.err
 
 
+def test_a_hole_before_the_dump_finished_names_no_time_it_cannot_reach(source, dump_bucket, tmp_path, restore):
+    """A dump that ran past the end of its own binlog file (long dumps do) and a hole right after that
+    file: the dump's finish is not reachable, so it is not offered as the latest restorable time."""
+    manifest, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    s3 = boto3.client("s3")
+    long_dump = {**manifest, "finished_at": after[1]["last_event_at"]}   # it finished in the next file
+    s3.put_object(Bucket=dump_bucket, Key=quickport_dump.manifest_key_for(manifest["key"]),
+                  Body=json.dumps(long_dump).encode(), ChecksumAlgorithm="CRC32")
+    index = shipper.index
+    shipper.write_index({**index, "segments": [s for s in index["segments"] if s["file"] != after[1]["file"]]})
+    result = restore(source, "--to-time", "2099-01-01T00:00:00Z", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[1]['file']} of chain" in result.err, result.err
+    assert "the latest time it can restore to" not in result.err, result.err
+    assert f"finished at {long_dump['finished_at']}" in result.err and "no time from it" in result.err
+
+
 def test_a_listed_segment_missing_from_the_bucket_is_refused_with_the_latest_restorable_time(
         source, dump_bucket, tmp_path, restore):
     manifest, _, after = files_after_the_dump(source, dump_bucket, tmp_path)

@@ -272,13 +272,19 @@ def _refuse_gap(s3, request: RestoreRequest, chain: Chain, wanted: str, dump: Du
     if missing is not None:
         run = [s.last_event_at for s in chain.segments
                if start <= file_number(s.file) < file_number(missing) and s.last_event_at]
-        latest = isoz(max([*run, dump.finished_at]))
+        # The dump holds its start; its finish is reached only by replaying up to it.
+        reached = max(run) if run else None
+        latest = isoz(reached) if reached and reached >= dump.finished_at else None
         if gap and gap.get("missing_from") == missing and gap.get("latest_restorable_at"):
             latest = gap["latest_restorable_at"]
     reason = f" ({gap['reason']})" if gap and gap.get("reason") else (
         f" (chain closed: {chain.closed.get('reason')})" if chain.closed else "")
     what = f"segment {missing} of chain {chain.id} is missing{reason}" if missing else \
         f"chain {chain.id} has nothing shipped after {latest}{reason}"
+    if latest is None:
+        return CommandError(f"cannot restore to {wanted}: {what}; the binlogs from the dump that finished at "
+                            f"{isoz(dump.finished_at)} end before it finished, so no time from it can be reached: "
+                            f"choose a time before that dump (an earlier one is used) or take a new dump")
     return CommandError(f"cannot restore to {wanted}: {what}; the latest time it can restore to is {latest}")
 
 
