@@ -2,7 +2,7 @@
 """Benchmark: the nightly dump against a plain compressed dump, the seed's way and mydumper, in one run.
 
 Starts its own MariaDB server and moto S3 server (over TLS with a throw-away certificate, as S3 is,
-so that the agent's share of TLS is counted; --plain-http for the old way), builds a ~100 MB and a ~1 GB
+so that the agent's share of TLS is counted; --plain-http without TLS), builds a ~100 MB and a ~1 GB
 database of CRM-like rows (GPS positions as the GT06 server writes them, customer notes), then for
 each size runs, in alternating rounds:
   raw       mariadb-dump ... > /dev/null                       (the floor)

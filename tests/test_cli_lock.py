@@ -41,8 +41,8 @@ def _lock_info(snapshot_id: str, state: str, **extra) -> dict:
 
 
 def _same_name_of_another_instance(prod_instance, name: str) -> str:
-    """What `guard --action X --instance-id OTHER` leaves: a snapshot named like ours, tagged OTHER,
-    started after ours (StartTime has whole seconds)."""
+    """A snapshot named like ours but tagged OTHER (made by hand, or two runs racing), started after
+    ours (StartTime has whole seconds)."""
     time.sleep(1.1)
     return standin.tag_snapshot(prod_instance, name, Instance="i-0fedcba9876543210")
 

@@ -126,7 +126,7 @@ def test_verify_of_an_unknown_ami_exits_1(prod_instance, backupctl):
 def test_verify_by_a_name_another_instance_shares_checks_this_instances_snapshot(prod_instance, backupctl):
     ours = _take(backupctl, prod_instance)
     name = f"prod-root-{TODAY}-before-php-upgrade"
-    ec2 = prod_instance.ec2   # `guard --action php-upgrade --instance-id OTHER` names its snapshot alike
+    ec2 = prod_instance.ec2   # a same-named snapshot of another instance (by hand, or a race)
     time.sleep(1.1)           # and takes it later: StartTime has whole seconds
     other = ec2.create_volume(AvailabilityZone="ap-south-1a", Size=8)["VolumeId"]
     ec2.create_snapshot(VolumeId=other, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [

@@ -286,7 +286,7 @@ class StreamingUpload:
         try:
             # CRC32 declared at the start, sent with every part and listed again at completion: S3's
             # documented multipart checksum protocol (s3transfer's too). Parts carrying a checksum the
-            # upload was not created with are refused at completion on AWS; Object Lock needs one.
+            # upload was not created with are refused by S3 (at UploadPart or completion); Object Lock needs one.
             self.upload_id = s3.create_multipart_upload(
                 Bucket=bucket, Key=key, ContentType=content_type, Metadata=metadata,
                 ChecksumAlgorithm="CRC32")["UploadId"]

@@ -352,8 +352,8 @@ def lock(session: Session, ec2, snapshot_id: str, request: LockRequest) -> dict[
 
 
 def find_snapshot_or_fail(session: Session, ec2, ref: str, instance_id: Optional[str] = None) -> dict[str, Any]:
-    """The snapshot `ref` (id or Name tag) names. A name several snapshots share (another instance's
-    guard run names its snapshots alike) resolves to `instance_id`'s one (tag Instance) when exactly one
+    """The snapshot `ref` (id or Name tag) names. A name several snapshots share (two runs racing,
+    snapshots made by hand or by an older version) resolves to `instance_id`'s one (tag Instance) when exactly one
     is; otherwise UsageError (exit 2) listing them: never the newest by guess, as lock and unlock act
     on what they find."""
     if ref.startswith("snap-"):
