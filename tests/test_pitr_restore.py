@@ -232,6 +232,17 @@ def test_a_listed_segment_missing_from_the_bucket_is_refused_with_the_latest_res
     assert f"the latest time it can restore to is {latest}" in result.err, result.err
 
 
+def test_the_dumps_own_segment_missing_from_the_bucket_names_no_time_it_cannot_reach(
+        source, dump_bucket, tmp_path, restore):
+    manifest, _, after = files_after_the_dump(source, dump_bucket, tmp_path)
+    boto3.client("s3").delete_object(Bucket=dump_bucket, Key=after[0]["key"])
+    result = restore(source, "--latest", "--target-database", TARGET)
+    assert (result.code, exists(source, TARGET)) == (1, False)
+    assert f"segment {after[0]['file']} of chain" in result.err, result.err
+    assert "the latest time it can restore to" not in result.err, result.err   # not the dump's finish
+    assert f"finished at {manifest['finished_at']}" in result.err and "no time from it" in result.err
+
+
 def test_a_chain_in_several_index_pages_is_replayed_across_them(source, dump_bucket, tmp_path, restore):
     manifest, shipper, after = files_after_the_dump(source, dump_bucket, tmp_path, page_segments=2)
     for n in range(2):   # two more files: at least six in the chain, two pages sealed

@@ -272,20 +272,30 @@ def _refuse_gap(s3, request: RestoreRequest, chain: Chain, wanted: str, dump: Du
     if missing is not None:
         run = [s.last_event_at for s in chain.segments
                if start <= file_number(s.file) < file_number(missing) and s.last_event_at]
-        # The dump holds its start; its finish is reached only by replaying up to it.
-        reached = max(run) if run else None
-        latest = isoz(reached) if reached and reached >= dump.finished_at else None
+        latest = isoz(_reachable(run, dump.finished_at))
         if gap and gap.get("missing_from") == missing and gap.get("latest_restorable_at"):
             latest = gap["latest_restorable_at"]
     reason = f" ({gap['reason']})" if gap and gap.get("reason") else (
         f" (chain closed: {chain.closed.get('reason')})" if chain.closed else "")
     what = f"segment {missing} of chain {chain.id} is missing{reason}" if missing else \
         f"chain {chain.id} has nothing shipped after {latest}{reason}"
+    return CommandError(f"cannot restore to {wanted}: {what}; {_latest_phrase(latest, dump.finished_at)}")
+
+
+def _reachable(run: list[dt.datetime], dump_finished: dt.datetime) -> Optional[dt.datetime]:
+    """The latest second the dump plus an unbroken run of segments (their last event times) reaches:
+    the dump holds its start, so its finish is reached only by replaying up to it; None when the run
+    ends before that."""
+    reached = max(run, default=None)
+    return reached if reached and reached >= dump_finished else None
+
+
+def _latest_phrase(latest: Optional[str], dump_finished: dt.datetime) -> str:
     if latest is None:
-        return CommandError(f"cannot restore to {wanted}: {what}; the binlogs from the dump that finished at "
-                            f"{isoz(dump.finished_at)} end before it finished, so no time from it can be reached: "
-                            f"choose a time before that dump (an earlier one is used) or take a new dump")
-    return CommandError(f"cannot restore to {wanted}: {what}; the latest time it can restore to is {latest}")
+        return (f"the binlogs from the dump that finished at {isoz(dump_finished)} end before it finished, so no "
+                f"time from it can be reached: choose a time before that dump (an earlier one is used) or take "
+                f"a new dump")
+    return f"the latest time it can restore to is {latest}"
 
 
 def plan(session: Session, request: RestoreRequest) -> Plan:
@@ -467,21 +477,22 @@ def replay(session: Session, client: Client, plan_: Plan, files: list[Path], sou
 # --- the restore ------------------------------------------------------------------------------------
 
 def _download_segments(session: Session, s3, bucket: str, segments: list[Segment], directory: Path,
-                       reached: Optional[dt.datetime] = None) -> list[Path]:
-    """Each segment, verified, in order. `reached`: what the restore reaches without them (the dump's
-    finish); a segment listed but missing or damaged is then refused with the latest time the ones
-    before it reach."""
-    paths = []
+                       dump_finished: Optional[dt.datetime] = None) -> list[Path]:
+    """Each segment, verified, in order. With `dump_finished` (the dump the segments roll forward), a
+    segment listed but missing or damaged is refused with the latest time the ones before it reach."""
+    paths: list[Path] = []
+    run: list[dt.datetime] = []
     for segment in segments:
         path = directory / segment.file
         try:
             download_verified(session, s3, {"key": segment.key, "bytes": segment.bytes, "sha256": segment.sha256},
                               bucket, path)
         except CommandError as e:
-            latest = f"; the latest time it can restore to is {isoz(reached)}" if reached else ""
+            latest = (f"; {_latest_phrase(isoz(_reachable(run, dump_finished)), dump_finished)}"
+                      if dump_finished else "")
             raise CommandError(f"segment {segment.file} of chain {segment.chain}: {e}{latest}") from None
-        if reached and segment.last_event_at:
-            reached = max(reached, segment.last_event_at)
+        if segment.last_event_at:
+            run.append(segment.last_event_at)
         paths.append(path)
     return paths
 
