@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_MODES = ("governance", "compliance")
 COMPRESSIONS = ("zstd", "gzip")
 DUMP_PRIORITIES = ("low", "idle", "normal")   # scripts/agent/quickport_dump.py PRIORITIES
+DUMP_VERIFY_MODES = ("frames", "decompress")   # scripts/agent/quickport_dump.py VERIFY_MODES
 
 _ID_RE = {
     "instance": re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$"),
@@ -170,6 +171,7 @@ class DumpConfig:
     compression: str = "zstd"
     object_lock: ObjectLock = field(default_factory=ObjectLock)
     priority: str = "low"                   # the dump pipeline's nice/ionice: low, idle or normal
+    verify: str = "frames"                  # before publishing: walk zstd's frames, or decompress it all again
 
 
 @dataclass(frozen=True)
@@ -367,7 +369,7 @@ def _parse_object_lock(raw: Any, retention_days: int) -> ObjectLock:
 def _parse_dumps(raw: Any) -> DumpConfig:
     d = _mapping("dumps", raw, ("bucketName", "prefix", "filesPrefix", "database", "schedule",
                                 "retentionDays", "noncurrentRetentionDays", "passwordParameter",
-                                "user", "compression", "objectLock", "priority"))
+                                "user", "compression", "objectLock", "priority", "verify"))
     dflt = DumpConfig()
     retention = _int("dumps.retentionDays", d.get("retentionDays", dflt.retention_days), 1, 36500)
     prefix_rule = "must be lowercase path segments of a-z, 0-9, '.', '_' or '-' without leading or trailing '/'"
@@ -393,6 +395,7 @@ def _parse_dumps(raw: Any) -> DumpConfig:
         compression=_choice("dumps.compression", d.get("compression", dflt.compression), COMPRESSIONS),
         object_lock=_parse_object_lock(d.get("objectLock"), retention),
         priority=_choice("dumps.priority", d.get("priority", dflt.priority), DUMP_PRIORITIES),
+        verify=_choice("dumps.verify", d.get("verify", dflt.verify), DUMP_VERIFY_MODES),
     )
     if cfg.prefix == cfg.files_prefix:
         raise _err("dumps.filesPrefix", cfg.files_prefix, "must differ from dumps.prefix")

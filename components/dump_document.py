@@ -163,7 +163,7 @@ def document_content(script: str, files: tuple[str, ...], dumps: DumpConfig, reg
         f"{py} db --database '{{{{ Database }}}}' --bucket '{{{{ Bucket }}}}' --prefix '{{{{ Prefix }}}}'"
         " --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
         " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'"
-        f" --priority {shlex.quote(dumps.priority)}")
+        f" --priority {shlex.quote(dumps.priority)} --verify {shlex.quote(dumps.verify)}")
     # Paths come from the validated stack config (absolute, no spaces); quoted all the same.
     paths = " ".join(f"--path {shlex.quote(p)}" for p in files)
     files_invocation = (f"{py} files --bucket '{{{{ Bucket }}}}' --prefix '{{{{ FilesPrefix }}}}' {paths}"
@@ -211,7 +211,8 @@ def parameter_arn(region: str, name: str) -> pulumi.Output[str]:
 def command_document(resource_name: str, document_name: str, content: dict, script_path: Path,
                      opts: pulumi.ResourceOptions) -> aws.ssm.Document:
     """An SSM Command document (JSON) for the instance, refused above AWS's size quota."""
-    text = json.dumps(content, indent=1)
+    # Compact JSON: with one array element per script line, indentation alone cost ~7 KB of the quota.
+    text = json.dumps(content, separators=(",", ":"))
     if len(text.encode()) > MAX_DOCUMENT_BYTES:
         raise DumpDocumentError(f"SSM document {document_name} would be {len(text.encode())} bytes; AWS allows "
                                 f"{MAX_DOCUMENT_BYTES}. Shrink {script_path}")

@@ -64,7 +64,8 @@ def test_db_backup_with_every_value_given_needs_no_stack_file(backupctl, tmp_pat
     defaults.chmod(0o600)
 
     result = backupctl("db-backup", "--bucket", "qp-test-dumps", "--prefix", "mysql", "--database", "crm",
-                       "--compression", "zstd", "--priority", "low", "--defaults-file", str(defaults),
+                       "--compression", "zstd", "--priority", "low", "--verify", "frames",
+                       "--defaults-file", str(defaults),
                        "--config-file", str(tmp_path / "absent.yaml"), "--log-file", str(tmp_path / "ops.jsonl"))
 
     assert result.code == 1, result.err      # the server is not there: a failure, not a usage error

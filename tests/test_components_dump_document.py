@@ -124,12 +124,13 @@ def test_database_step_runs_the_db_subcommand_with_every_parameter_quoted(prod_s
         "python3 \"$dir/quickport_dump.py\" db --database '{{ Database }}' --bucket '{{ Bucket }}'"
         " --prefix '{{ Prefix }}' --password-parameter '{{ PasswordParameter }}' --user '{{ User }}'"
         " --compression '{{ Compression }}' --region '{{ Region }}' --metrics-stack '{{ Stack }}'"
-        " --priority low")
+        " --priority low --verify frames")
 
 
-def test_database_step_runs_at_the_configured_priority(stack_with):
-    declared = stack_with({"quickport-backup:dumps": {"priority": "idle"}})
-    assert _steps(declared)["dumpDatabase"]["inputs"]["runCommand"][-1].endswith(" --priority idle")
+def test_database_step_runs_at_the_configured_priority_and_check(stack_with):
+    declared = stack_with({"quickport-backup:dumps": {"priority": "idle", "verify": "decompress"}})
+    assert _steps(declared)["dumpDatabase"]["inputs"]["runCommand"][-1].endswith(
+        " --priority idle --verify decompress")
 
 
 def test_files_step_archives_every_configured_path(stack_with):

@@ -56,6 +56,7 @@ def test_defaults_implement_the_strategy_when_keys_are_omitted():
     (("rootVolumeId",), "vol-XYZ", "rootVolumeId = 'vol-XYZ'"),
     (("dumps", "compression"), "bzip2", "dumps.compression = 'bzip2': must be one of zstd, gzip"),
     (("dumps", "priority"), "fast", "dumps.priority = 'fast': must be one of low, idle, normal"),
+    (("dumps", "verify"), "none", "dumps.verify = 'none': must be one of frames, decompress"),
     (("dumps", "bucketName"), "Bad_Bucket", "dumps.bucketName = 'Bad_Bucket'"),
     (("backup", "schedule"), "daily", "backup.schedule = 'daily': must be an AWS cron expression"),
     (("backup", "colour"), "blue", "backup.colour = 'blue': unknown key"),

@@ -91,6 +91,16 @@ def test_db_backup_priority_flag_overrides_the_stack(run):
     assert (result.code, result.json()["priority"]) == (0, "normal")
 
 
+def test_db_backup_checks_zstd_frames_by_default_and_decompresses_on_request(run):
+    by_default, decompressed = run("--json"), run("--verify", "decompress", "--json")
+    assert [(r.code, r.json()["verified"]) for r in (by_default, decompressed)] == [(0, "frames"), (0, "decompress")]
+
+
+def test_db_backup_with_gzip_always_decompresses(run):
+    result = run("--compression", "gzip", "--json")
+    assert (result.code, result.json()["verified"]) == (0, "decompress")
+
+
 def test_db_backup_text_names_the_binlog_state(run):
     result = run()
     assert (result.code, "no binlog (log_bin is OFF" in result.out) == (0, True)

@@ -146,25 +146,45 @@ def test_failing_compressor_publishes_nothing(published, dump_bucket, backup_def
         (1, published)
 
 
-def test_dump_that_exits_0_without_its_trailer_is_rejected(published, dump_bucket, backup_defaults, tmp_path,
-                                                           monkeypatch):
-    # A dump tool that stops half-way yet reports success: only the missing trailer gives it away.
+def test_dump_that_exits_0_without_its_trailer_is_rejected_by_verify_decompress(published, dump_bucket,
+                                                                              backup_defaults, tmp_path, monkeypatch):
+    # A dump tool that stops half-way yet reports success: only the missing trailer gives it away, and
+    # only --verify decompress reads it at backup time (the default leaves it to the drill and restores).
     real = quickport_dump.find_program("mariadb-dump", "mysqldump")
     _fake_program(tmp_path / "bin", "mariadb-dump", f'"{real}" "$@" | head -n 30\nexit 0\n', monkeypatch)
-    assert (quickport_dump.main(dump_cli(dump_bucket, backup_defaults)), bucket_state(dump_bucket, SOURCE)) == \
-        (1, published)
+    code = quickport_dump.main(dump_cli(dump_bucket, backup_defaults, SOURCE, "--verify", "decompress"))
+    assert (code, bucket_state(dump_bucket, SOURCE)) == (1, published)
 
 
+# A zstd that reads everything and reports success but writes only part of its output: every exit
+# status says 0. Cut at 1 KB (inside the first block), or cut and padded with what looks like a next frame.
+CUT_COMPRESSORS = {
+    "cut": "head -c 1024; cat >/dev/null",
+    "cut-and-padded": "head -c 1024; cat >/dev/null; printf '\\050\\265\\057\\375'",
+}
+
+
+@pytest.mark.parametrize("verify, expected", [("frames", "not whole zstd frames"),
+                                              ("decompress", "does not decompress")])
+@pytest.mark.parametrize("cut", sorted(CUT_COMPRESSORS))
 def test_compressor_that_exits_0_with_a_cut_stream_is_rejected(published, dump_bucket, backup_defaults, tmp_path,
-                                                              monkeypatch, capsys):
-    # A zstd that reads everything and reports success but writes only its first KB: the exit statuses
-    # all say 0; only decompressing the uploaded bytes again gives it away.
+                                                              monkeypatch, capsys, cut, verify, expected):
     real = quickport_dump.find_program("zstd")
     _fake_program(tmp_path / "bin", "zstd",
                   f'case " $* " in *" -d "*) exec "{real}" "$@";; esac\n'
-                  f'"{real}" "$@" | {{ head -c 1024; cat >/dev/null; }}\nexit 0\n', monkeypatch)
-    assert (quickport_dump.main(dump_cli(dump_bucket, backup_defaults)), bucket_state(dump_bucket, SOURCE),
-            "does not decompress" in capsys.readouterr().err) == (1, published, True)
+                  f'"{real}" "$@" | {{ {CUT_COMPRESSORS[cut]}; }}\nexit 0\n', monkeypatch)
+    code = quickport_dump.main(dump_cli(dump_bucket, backup_defaults, SOURCE, "--verify", verify))
+    assert (code, bucket_state(dump_bucket, SOURCE), expected in capsys.readouterr().err) == (1, published, True)
+
+
+def test_a_cut_compressor_stream_fails_a_files_archive_too(aws, dump_bucket, tmp_path, monkeypatch, capsys):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".env").write_bytes(os.urandom(300_000))
+    real = quickport_dump.find_program("zstd")
+    _fake_program(tmp_path / "bin", "zstd", f'"{real}" "$@" | {{ {CUT_COMPRESSORS["cut"]}; }}\nexit 0\n', monkeypatch)
+    code = quickport_dump.main(["files", "--bucket", dump_bucket, "--prefix", "files", "--host", "app1",
+                                "--path", str(tmp_path / "app")])
+    assert (code, "not whole zstd frames" in capsys.readouterr().err, s3_keys(dump_bucket)) == (1, True, [])
 
 
 def test_backup_user_without_mysql_proc_grant_is_refused(mariadb_server, dump_bucket, tmp_path, capsys):

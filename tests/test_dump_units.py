@@ -1,10 +1,13 @@
 """Pure pieces of quickport_dump and the drill's dump inspector: part sizing, counting, header and
-trailer facts, the stable command line."""
+trailer facts, the zstd frame walk, the stable command line."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import random
+import subprocess
 import zlib
 from unittest.mock import ANY
 
@@ -196,3 +199,71 @@ def test_multipart_upload_follows_s3s_checksum_protocol(aws):
     upload.write(data)
     upload.complete()
     assert s3.get_object(Bucket="qp-parts", Key="k")["Body"].read() == data
+
+
+# --- ZstdFrames: the structure walk that proves a compressed stream whole without decompressing it --
+
+def zstd(data: bytes, *options: str) -> bytes:
+    return subprocess.run(["zstd", "-q", "-c", "-1", *options], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def mixed_frame() -> bytes:
+    """One zstd frame holding a raw block (random bytes), an RLE block (zeros) and compressed blocks."""
+    rng = random.Random(12)
+    return zstd(rng.randbytes(200_000) + b"\0" * 300_000 + b"INSERT INTO t VALUES (1,'abc');\n" * 3000, "--check")
+
+
+def walk(stream, chunk: int = 0) -> int:
+    """Frames in `stream` fed whole (chunk 0) or `chunk` bytes at a time; raises BackupFailed."""
+    frames, view = qd.ZstdFrames(), memoryview(stream)
+    step = chunk or len(view) or 1
+    for start in range(0, len(view), step):
+        frames.feed(view[start:start + step])
+    frames.finish()
+    return frames.frames
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7, 65536])
+def test_a_whole_zstd_frame_passes_however_it_is_chunked(mixed_frame, chunk):
+    assert walk(mixed_frame, chunk) == 1
+
+
+def test_frames_concatenate_and_skippable_frames_are_passed_over(mixed_frame):
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
+    assert walk(zstd(b"-- header\n", "--check") + skippable + mixed_frame, 3) == 2
+
+
+def test_every_cut_of_a_frame_fails(mixed_frame):
+    view = memoryview(mixed_frame)
+    passed = []
+    for end in range(len(view)):
+        with contextlib.suppress(qd.BackupFailed):
+            walk(view[:end])
+            passed.append(end)
+    assert passed == []
+
+
+@pytest.mark.parametrize("extra", [b"\0", b"\x28\xb5\x2f", b"\x28\xb5\x2f\xfd", b"\x28\xb5\x2f\xfd\x04", b"garbage!"])
+def test_bytes_after_the_last_frame_fail(mixed_frame, extra):
+    with pytest.raises(qd.BackupFailed, match="not whole zstd frames"):
+        walk(mixed_frame + extra)
+
+
+def test_a_frame_without_its_content_checksum_fails(mixed_frame):
+    with pytest.raises(qd.BackupFailed, match="no content checksum"):
+        walk(zstd(b"INSERT INTO t VALUES (1);\n" * 1000, "--no-check"))
+
+
+def test_a_reserved_block_type_fails(mixed_frame):
+    header = 4 + 1 + 1      # magic, descriptor, window descriptor (no dictionary, no content size)
+    assert mixed_frame[4] & 0xE3 == 0, "the sample is expected to carry neither a content size nor a dictionary"
+    corrupt = bytearray(mixed_frame)
+    corrupt[header] |= 0b110   # block type 3
+    with pytest.raises(qd.BackupFailed, match="reserved block type"):
+        walk(bytes(corrupt))
+
+
+def test_an_empty_stream_fails():
+    with pytest.raises(qd.BackupFailed, match="no frame at all"):
+        walk(b"")

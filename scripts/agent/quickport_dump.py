@@ -6,20 +6,22 @@ and on an operator's machine through `backupctl db-backup`. Stdlib + boto3 only,
 
     python3 quickport_dump.py db --database DB --bucket B --prefix P \
         (--password-parameter NAME | --defaults-file F) [--user U] [--compression zstd|gzip] \
-        [--priority low|idle|normal] [--socket S | --db-host H [--port N]] [--region R] \
-        [--metrics-stack STACK] [--json]
+        [--priority low|idle|normal] [--verify frames|decompress] [--socket S | --db-host H [--port N]] \
+        [--region R] [--metrics-stack STACK] [--json]
     python3 quickport_dump.py files --bucket B --prefix P --path P [--path P ...] \
         [--host NAME] [--compression zstd|gzip] [--region R] [--json]
 
 Pipeline: mariadb-dump -> zstd|gzip (reading the dump's pipe itself) -> (this process: SHA-256, parts)
 -> S3 multipart upload; this process reads only the dump's header lines (binlog position) and the
-compressed stream, which a second decompressor checks again to its end. All children run at a low
-CPU and I/O priority (--priority). Nothing touches local disk except the 0600 client defaults file
-holding the password, removed on exit. The upload is completed only when the dump and the compressor
-both exited 0, the uploaded bytes decompress whole and end with the dump's "-- Dump completed"
-trailer; otherwise it is aborted, so no object ever appears at the final key. The manifest is written
-after the upload, and <prefix>/<db>/latest.json after the manifest: a dump is good only if its
-manifest exists. Row counts are not taken here: db-restore-drill counts them from the dump itself.
+compressed stream, whose zstd frames it walks as they pass (--verify decompress: a second
+decompressor reads it again to its end, ~1.3 CPU-s per GB). All children run at a low CPU and I/O
+priority (--priority). Nothing touches local disk except the 0600 client defaults file holding the
+password, removed on exit. The upload is completed only when the dump and the compressor both exited
+0 and the stream is whole zstd frames, each with its content checksum (decompress: the uploaded bytes
+decompress whole and end with the dump's "-- Dump completed" trailer); otherwise it is aborted, so no
+object ever appears at the final key. The manifest is written after the upload, and
+<prefix>/<db>/latest.json after the manifest: a dump is good only if its manifest exists. Row counts,
+the content checksum and the trailer are checked by db-restore-drill and by every restore.
 
 Exit codes: 0 ok, 1 the backup failed (nothing published), 2 bad usage.
 Only s3:PutObject and s3:AbortMultipartUpload are needed (no reads), plus ssm:GetParameter.
@@ -46,7 +48,7 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -73,7 +75,7 @@ DUMP_TRAILER = b"-- Dump completed"
 COMPRESSORS = {
     # name: (compress argv, decompress argv, file suffix). zstd -1 compresses ~10x faster than gzip -6
     # at a better ratio; one thread keeps up with mariadb-dump and leaves the other core to production.
-    "zstd": (["zstd", "-q", "-c", "-1"], ["zstd", "-q", "-d", "-c"], ".zst"),
+    "zstd": (["zstd", "-q", "-c", "-1", "--check"], ["zstd", "-q", "-d", "-c"], ".zst"),
     "gzip": (["gzip", "-c", "-6"], ["gzip", "-d", "-c"], ".gz"),
 }
 PRIORITIES = {
@@ -84,6 +86,12 @@ PRIORITIES = {
     "normal": (0, []),
 }
 DEFAULT_PRIORITY = "low"
+VERIFY_MODES = {
+    # name: what proves the uploaded dump whole before it is published (besides every exit status).
+    "frames": "zstd's frame structure walked as it passes (no extra CPU); gzip is always decompressed",
+    "decompress": "decompressed again to its end (~1.3 CPU-s per GB of dump text) and the dump's trailer read",
+}
+DEFAULT_VERIFY = "frames"
 DATABASE_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*$")
 BUCKET_RE = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -575,16 +583,19 @@ SELECT @@log_bin, @@server_id;
 BINLOG_DUMP_OPTIONS = ("--master-data=2", "--gtid")
 
 
+def _client(defaults_file: str, sql: str) -> subprocess.CompletedProcess:
+    client = find_program("mariadb", "mysql")
+    if not client:
+        raise BackupFailed("neither the mariadb nor the mysql client is installed")
+    return subprocess.run([client, f"--defaults-file={defaults_file}", "--batch", "--skip-column-names"],
+                          input=sql.encode(), capture_output=True, env=child_env(), timeout=120)
+
+
 def preflight(defaults_file: str, database: str) -> Dict[str, int]:
     """Fail loudly where mariadb-dump would silently leave things out: without SELECT on mysql.proc
     it dumps no routines, without TRIGGER no triggers, and both still exit 0. Also proves the
     credentials work before anything is uploaded. Returns the server's log_bin (0/1) and server_id."""
-    client = find_program("mariadb", "mysql")
-    if not client:
-        raise BackupFailed("neither the mariadb nor the mysql client is installed")
-    out = subprocess.run([client, f"--defaults-file={defaults_file}", "--batch", "--skip-column-names"],
-                         input=PREFLIGHT_SQL.format(database=database).encode(), capture_output=True,
-                         env=child_env(), timeout=120)
+    out = _client(defaults_file, PREFLIGHT_SQL.format(database=database))
     message = out.stderr.decode("utf-8", "replace").strip().splitlines()
     if out.returncode != 0:
         detail = message[-1] if message else f"exit {out.returncode}"
@@ -602,17 +613,30 @@ def preflight(defaults_file: str, database: str) -> Dict[str, int]:
         raise BackupFailed(f"database pre-flight check: unexpected answer {' '.join(lines)!r}") from None
 
 
-def binlog_coordinates(head: Dict[str, Any], tail: Dict[str, Any], server: Dict[str, int]) -> Optional[Dict[str, Any]]:
+_BINLOG_FILE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
+
+
+def gtid_at(defaults_file: str, binlog_file: str, position: int) -> Optional[str]:
+    """The GTID position of a binlog coordinate, asked of the server the way mariadb-dump --gtid asks
+    it (BINLOG_GTID_POS, no privilege needed): the dump writes it only at its very end, which this
+    process does not read. None if the server no longer has that binlog (or never logged a GTID)."""
+    if not _BINLOG_FILE.match(binlog_file):
+        return None
+    out = _client(defaults_file, f"SELECT BINLOG_GTID_POS('{binlog_file}', {int(position)});\n")
+    value = out.stdout.decode("utf-8", "replace").strip() if out.returncode == 0 else ""
+    return value if value and value != "NULL" else None
+
+
+def binlog_coordinates(head: Dict[str, Any], gtid: Optional[str], server: Dict[str, int]) -> Optional[Dict[str, Any]]:
     """Where point-in-time replay starts: the snapshot's binlog file/position (header) and GTID position
-    (tail), or None when the server does not log binlogs. With log_bin ON, a dump without them is refused."""
+    (`gtid`, else a GTID line in the header), or None when the server does not log binlogs. With
+    log_bin ON, a dump without a binlog position is refused."""
     if not server["log_bin"]:
         return None
     if head["binlog_file"] is None:
         raise BackupFailed("the server logs binlogs but the dump has no binlog position "
                            "(its CHANGE MASTER line is missing); point-in-time recovery could not start from it")
-    # 10.11 defers the GTID line to the end of the dump; read the header too for tools that do not.
-    gtid = tail["gtid"] if tail["gtid"] is not None else head["gtid"]
-    return {"file": head["binlog_file"], "position": head["binlog_position"], "gtid": gtid,
+    return {"file": head["binlog_file"], "position": head["binlog_position"], "gtid": gtid or head["gtid"],
             "server_id": server["server_id"]}
 
 
@@ -656,6 +680,91 @@ class _TailCheck:
         return text
 
 
+class ZstdFrames:
+    """Walks zstd frames as they pass (RFC 8878 3.1: frame header, block headers, content checksum),
+    without decompressing: the stream must be whole frames, each with its checksum, and nothing more.
+    The checksum itself is verified by the drill and every restore. ~8 block headers per MB of text."""
+
+    MAGIC, SKIPPABLE, SKIPPABLE_MASK = 0xFD2FB528, 0x184D2A50, 0xFFFFFFF0
+    MAX_BLOCK = 128 * 1024
+    # Frame_Content_Size field bytes by its 2-bit flag; flag 0 means 1 byte only in a single segment.
+    _FCS_BYTES, _DICTIONARY_ID_BYTES = (0, 2, 4, 8), (0, 1, 2, 4)
+
+    def __init__(self) -> None:
+        self.offset = 0            # bytes of the stream seen
+        self.frames = 0            # complete zstd frames
+        self._state, self._need = "magic", 4
+        self._pending = bytearray()
+        self._skip = 0             # block content (or skippable frame data) still to pass over
+        self._frame_start = 0
+
+    def feed(self, chunk: bytes) -> None:
+        pos, size = 0, len(chunk)
+        while pos < size:
+            if self._skip:
+                step = min(self._skip, size - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._need - len(self._pending), size - pos)
+            self._pending += chunk[pos:pos + take]
+            pos += take
+            if self._state == "magic" and len(self._pending) == take:
+                self._frame_start = self.offset + pos - take   # a frame (or trailing bytes) begins here
+            if len(self._pending) == self._need:
+                field, self._pending = bytes(self._pending), bytearray()
+                self._advance(field, self.offset + pos - len(field))
+        self.offset += size
+
+    @staticmethod
+    def _bad(what: str) -> NoReturn:
+        raise BackupFailed(f"the compressed stream is not whole zstd frames: {what}")
+
+    def _advance(self, field: bytes, at: int) -> None:
+        value = int.from_bytes(field, "little")
+        state = self._state
+        if state == "magic":
+            if value == self.MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif value & self.SKIPPABLE_MASK == self.SKIPPABLE:
+                self._state, self._need = "skippable", 4
+            else:
+                self._bad(f"no frame magic number at byte {at} (0x{value:08x})")
+        elif state == "skippable":
+            self._skip, self._state, self._need = value, "magic", 4
+        elif state == "descriptor":
+            if value & 0x08:
+                self._bad(f"a reserved frame header bit set at byte {at}")
+            if not value & 0x04:
+                self._bad(f"the frame at byte {self._frame_start} has no content checksum")
+            single_segment = bool(value & 0x20)
+            fcs_flag = value >> 6
+            rest = ((0 if single_segment else 1) + self._DICTIONARY_ID_BYTES[value & 0x03]
+                    + (1 if fcs_flag == 0 and single_segment else self._FCS_BYTES[fcs_flag]))
+            self._state, self._need = ("header", rest) if rest else ("block", 3)
+        elif state == "header":
+            self._state, self._need = "block", 3
+        elif state == "block":
+            block_type, block_size = (value >> 1) & 0x03, value >> 3
+            if block_type == 3:
+                self._bad(f"a reserved block type at byte {at}")
+            if block_size > self.MAX_BLOCK:
+                self._bad(f"a block of {block_size} bytes at byte {at} (at most {self.MAX_BLOCK})")
+            self._skip = 1 if block_type == 1 else block_size   # an RLE block stores its one byte
+            if value & 0x01:
+                self._state, self._need = "checksum", 4
+        elif state == "checksum":
+            self.frames += 1
+            self._state, self._need = "magic", 4
+
+    def finish(self) -> None:
+        """Raises BackupFailed unless the stream ended exactly after a complete frame."""
+        if self._state != "magic" or self._pending or self._skip:
+            self._bad(f"it ends inside the frame starting at byte {self._frame_start} ({self.offset} bytes in all)")
+        if not self.frames:
+            self._bad("no frame at all")
+
+
 def compress_frame(argv: List[str], data: bytes, name: str) -> bytes:
     """data as one complete zstd frame / gzip member; frames concatenate into one stream."""
     out = subprocess.run(argv, input=data, capture_output=True, env=child_env(), timeout=300)
@@ -665,19 +774,23 @@ def compress_frame(argv: List[str], data: bytes, name: str) -> bytes:
 
 
 def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str,
-                  compression: str = "zstd", priority: str = DEFAULT_PRIORITY, region: Optional[str] = None,
-                  s3=None, progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
+                  compression: str = "zstd", priority: str = DEFAULT_PRIORITY, verify: str = DEFAULT_VERIFY,
+                  region: Optional[str] = None, s3=None,
+                  progress: Callable[[str], None] = stderr_progress) -> Dict[str, Any]:
     """Dump one database to S3 and publish its manifest and latest.json. Returns the manifest.
     Raises BackupFailed (nothing published, upload aborted) on any failure.
 
     mariadb-dump's stdout is the compressor's stdin: this process reads only the header (os.read, a
-    few KB, compressed as a frame of its own) and then the compressed stream (SHA-256, parts, and a
-    copy to the tail check). Completeness: both exit statuses, the whole object decompressed again
-    and the trailer found at its end."""
+    few KB, compressed as a frame of its own) and then the compressed stream (SHA-256, parts, and the
+    check). Completeness: every exit status (mariadb-dump exits 0 only after writing its last line),
+    and by `verify`: the zstd frames whole (frames) or the object decompressed again and the trailer
+    found at its end (decompress, and always with gzip)."""
     if not DATABASE_RE.match(database):
         raise UsageProblem(f"database {database!r}: must be 1-64 characters A-Z a-z 0-9 _")
     if priority not in PRIORITIES:
         raise UsageProblem(f"priority {priority!r}: must be one of {', '.join(PRIORITIES)}")
+    if verify not in VERIFY_MODES:
+        raise UsageProblem(f"verify {verify!r}: must be one of {', '.join(VERIFY_MODES)}")
     compression = choose_compression(compression)
     compress_argv, decompress_argv, suffix = COMPRESSORS[compression]
     server = preflight(defaults_file, database)
@@ -701,12 +814,19 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         compressor = reaper.start(gentle + compress_argv, stdin=dump.stdout, stdout=subprocess.PIPE)
         dump.stdout.close()   # the compressor owns the read end: if it dies, the dump fails on EPIPE
         enlarge_pipe(compressor.stdout)
-        check = _TailCheck(reaper, gentle, decompress_argv)
+        walk: Optional[ZstdFrames] = None
+        check: Optional[_TailCheck] = None
+        if verify == "frames" and compression == "zstd":
+            walk = ZstdFrames()
+            feed = walk.feed
+        else:
+            check = _TailCheck(reaper, gentle, decompress_argv)
+            feed = check.feed
         first = compress_frame(gentle + compress_argv, header, compression)
         upload.write(first)
-        check.feed(first)
+        feed(first)
         try:
-            _upload_stream(compressor.stdout, upload, progress, check.feed)
+            _upload_stream(compressor.stdout, upload, progress, feed)
         except BaseException:
             reaper.kill_all()
             raise
@@ -717,10 +837,17 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
                                f"{reaper.message(dump) or 'no message'}")
         if compressor.returncode != 0:
             raise BackupFailed(f"{compression} {_exit_description(compressor)}: {reaper.message(compressor)}")
-        tail = dump_facts(check.finish(reaper, compression))
-        if not tail["last_line"].startswith(DUMP_TRAILER):
-            raise BackupFailed("the dump ended without its '-- Dump completed' trailer (truncated)")
-        binlog = binlog_coordinates(head, tail, server)
+        tail_gtid = None
+        if walk:
+            walk.finish()
+        elif check:
+            tail = dump_facts(check.finish(reaper, compression))
+            if not tail["last_line"].startswith(DUMP_TRAILER):
+                raise BackupFailed("the dump ended without its '-- Dump completed' trailer (truncated)")
+            tail_gtid = tail["gtid"]
+        gtid = (gtid_at(defaults_file, head["binlog_file"], head["binlog_position"])
+                if server["log_bin"] and head["binlog_file"] else None)
+        binlog = binlog_coordinates(head, gtid or tail_gtid, server)
         etag = upload.complete()
     except BaseException:
         reaper.kill_all()
@@ -735,6 +862,7 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
         "etag": etag, "parts": upload.parts, "compression": compression,
         "database": database, "server_version": head["server_version"],
         "dump_tool": os.path.basename(dump_argv[0]), "dump_options": list(options), "priority": priority,
+        "verified": "frames" if walk else "decompress",
         "host": socket.gethostname(),
         "started_at": isoformat(started), "finished_at": isoformat(finished),
         "binlog": binlog,
@@ -826,13 +954,16 @@ def archive_files(*, paths: List[str], bucket: str, prefix: str, host: Optional[
                     sink.close()
         producer = threading.Thread(target=produce, daemon=True, name="tar")
         producer.start()
-        _upload_stream(compressor.stdout, upload, progress)
+        walk = ZstdFrames() if compression == "zstd" else None
+        _upload_stream(compressor.stdout, upload, progress, walk.feed if walk else None)
         producer.join()
         compressor.wait()
         if errors:
             raise BackupFailed(f"archiving: {errors[0]}")
         if compressor.returncode != 0:
             raise BackupFailed(f"{compression} {_exit_description(compressor)}: {reaper.message(compressor)}")
+        if walk:
+            walk.finish()
         etag = upload.complete()
     except BaseException:
         reaper.kill_all()
@@ -917,6 +1048,9 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--priority", choices=tuple(PRIORITIES), default=DEFAULT_PRIORITY,
                     help="CPU/IO priority of the dump pipeline: low (default; nice 10, best-effort 7), "
                          "idle (nice 19, idle I/O class) or normal")
+    db.add_argument("--verify", choices=tuple(VERIFY_MODES), default=DEFAULT_VERIFY,
+                    help="what proves the dump whole before it is published: frames (default; " +
+                         VERIFY_MODES["frames"] + ") or decompress (" + VERIFY_MODES["decompress"] + ")")
     db.add_argument("--metrics-stack", type=_pattern("--metrics-stack", STACK_RE, "must be a Pulumi stack name"),
                     help=f"publish DumpSucceeded/DumpBytes/DumpDurationSeconds to CloudWatch namespace "
                          f"{METRICS_NAMESPACE} with dimension Stack=this (best effort)")
@@ -940,7 +1074,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         return archive_files(paths=args.paths, bucket=args.bucket, prefix=args.prefix, host=args.host,
                              compression=args.compression, region=args.region)
     common = dict(database=args.database, bucket=args.bucket, prefix=args.prefix,
-                  compression=args.compression, priority=args.priority, region=args.region)
+                  compression=args.compression, priority=args.priority, verify=args.verify, region=args.region)
     if args.defaults_file:
         if not os.path.isfile(args.defaults_file):
             raise UsageProblem(f"--defaults-file {args.defaults_file}: no such file")

@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--priority", choices=tuple(qd.PRIORITIES),
                    help="CPU/IO priority of the dump pipeline: low (nice 10, I/O best-effort 7), idle "
                         "(nice 19, I/O idle) or normal (default: the stack's dumps.priority, low)")
+    p.add_argument("--verify", choices=tuple(qd.VERIFY_MODES),
+                   help="what proves the dump whole before it is published: frames (zstd's frame structure, "
+                        "no extra CPU) or decompress (all of it again, ~1.3 CPU-s/GB, and the trailer read; "
+                        "default: the stack's dumps.verify, frames)")
     add_common_options(p)
     p.set_defaults(handler=run_db_backup)
 
@@ -160,7 +164,7 @@ def run_db_backup(ctx: Context) -> int:
     request = flow.DumpRequest(
         database=_check(a.database or stack("database"), "--database", DATABASE_RE, DATABASE_RULE),
         bucket=bucket, prefix=prefix, compression=a.compression or stack("compression"),
-        priority=a.priority or stack("priority"),
+        priority=a.priority or stack("priority"), verify=a.verify or stack("verify"),
         defaults_file=defaults_file,
         password_parameter="" if defaults_file else a.password_parameter or stack("password_parameter"),
         user=a.user or ("" if defaults_file else stack("user")), socket=a.socket, db_host=a.db_host, port=a.port)

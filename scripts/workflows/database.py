@@ -276,6 +276,7 @@ class DumpRequest:
     prefix: str
     compression: str
     priority: str = qd.DEFAULT_PRIORITY
+    verify: str = qd.DEFAULT_VERIFY
     defaults_file: Optional[Path] = None      # else the password from the SSM parameter:
     password_parameter: str = ""
     user: str = "backup"
@@ -297,7 +298,8 @@ def db_backup(session: Session, request: DumpRequest) -> dict[str, Any]:
         try:
             with qd.terminate_on_signals():
                 common = dict(database=r.database, bucket=r.bucket, prefix=r.prefix, compression=r.compression,
-                              priority=r.priority, s3=session.client("s3"), progress=session.progress)
+                              priority=r.priority, verify=r.verify, s3=session.client("s3"),
+                              progress=session.progress)
                 if r.defaults_file:
                     manifest = qd.dump_database(defaults_file=str(r.defaults_file), **common)
                 else:
