@@ -8,6 +8,8 @@ import hashlib
 import os
 import random
 import subprocess
+import threading
+import time
 import zlib
 from unittest.mock import ANY
 
@@ -116,6 +118,29 @@ def test_aborted_upload_leaves_no_object_and_no_pending_upload(aws):
     upload.abort()
     assert (s3.list_objects_v2(Bucket="qp-parts").get("KeyCount"),
             s3.list_multipart_uploads(Bucket="qp-parts").get("Uploads", [])) == (0, [])
+
+
+def test_an_upload_aborted_while_it_is_still_being_created_leaves_nothing(aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="qp-parts", CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+    creating = threading.Event()
+
+    def slow_client():
+        creating.set()
+        time.sleep(0.5)    # boto3's import and the client, as on a cold start
+        return boto3.client("s3")
+    upload = qd.StreamingUpload(slow_client, "qp-parts", "k", "application/octet-stream", {})
+    assert creating.wait(5)
+    upload.abort()
+    assert (upload.upload_id is not None, s3.list_multipart_uploads(Bucket="qp-parts").get("Uploads", [])) == (True, [])
+
+
+def test_a_bucket_that_refuses_the_upload_fails_the_next_write_naming_it(aws):
+    upload = qd.StreamingUpload(boto3.client("s3"), "qp-no-such-bucket", "k", "application/octet-stream", {})
+    with pytest.raises(qd.BackupFailed, match="starting upload to s3://qp-no-such-bucket/k: NoSuchBucket"):
+        for _ in range(4):
+            upload.write(os.urandom(8 * MIB))
+    assert upload.abort() is None
 
 
 @pytest.mark.parametrize("argv, field", [
