@@ -177,6 +177,24 @@ def test_compressor_that_exits_0_with_a_cut_stream_is_rejected(published, dump_b
     assert (code, bucket_state(dump_bucket, SOURCE), expected in capsys.readouterr().err) == (1, published, True)
 
 
+def test_a_header_frame_cut_short_is_rejected_even_when_the_stream_after_it_fills_the_gap(
+        published, dump_bucket, backup_defaults, tmp_path, monkeypatch, capsys):
+    # The dump's header is compressed as a frame of its own. Here that frame lacks its 4-byte content
+    # checksum and the stream's output begins with 4 stray bytes: walked as one stream, the stray bytes
+    # stand in for the checksum and every frame looks whole (CI once published such a cut header).
+    real = quickport_dump.find_program("zstd")
+    _fake_program(tmp_path / "bin", "zstd",
+                  f'case " $* " in *" -d "*) exec "{real}" "$@";; esac\n'
+                  'input=$(mktemp); cat >"$input"\n'
+                  f'if head -c 512 "$input" | grep -q "MariaDB dump"; then "{real}" "$@" <"$input" | head -c -4\n'
+                  f'else printf QPQP; "{real}" "$@" <"$input"; fi\n'
+                  'rm -f "$input"; exit 0\n', monkeypatch)
+    code = quickport_dump.main(dump_cli(dump_bucket, backup_defaults, SOURCE))
+    error = capsys.readouterr().err
+    assert (code, bucket_state(dump_bucket, SOURCE), "the compressed header frame is not whole zstd frames" in error) \
+        == (1, published, True), error
+
+
 def test_a_cut_compressor_stream_fails_a_files_archive_too(aws, dump_bucket, tmp_path, monkeypatch, capsys):
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / ".env").write_bytes(os.urandom(300_000))

@@ -317,6 +317,8 @@ class StreamingUpload:
                 ChecksumAlgorithm="CRC32")["UploadId"]
         except Exception as e:
             self._error = BackupFailed(f"starting upload to s3://{self.bucket}/{self.key}: {aws_error(e)}")
+        except BaseException as e:  # noqa: BLE001 - e.g. KeyboardInterrupt: re-raised by the writer thread
+            self._error = e
         finally:
             self._opened.set()
 
@@ -346,6 +348,8 @@ class StreamingUpload:
     def _check(self) -> None:
         if isinstance(self._error, BackupFailed):
             raise BackupFailed(str(self._error))
+        if self._error is not None and not isinstance(self._error, Exception):
+            raise self._error      # KeyboardInterrupt, SystemExit: the writer thread stops as they ask
         if self._error is not None:
             raise BackupFailed(f"uploading to s3://{self.bucket}/{self.key}: {aws_error(self._error)}")
 
@@ -397,7 +401,12 @@ class StreamingUpload:
 
     def _drain(self) -> None:
         for _ in self._workers:
-            self._queue.put(None)
+            while any(w.is_alive() for w in self._workers):   # no worker left to take it: do not wait
+                try:
+                    self._queue.put(None, timeout=1)
+                    break
+                except queue.Full:
+                    continue
         for w in self._workers:
             w.join()
 
@@ -713,7 +722,8 @@ class ZstdFrames:
     # Frame_Content_Size field bytes by its 2-bit flag; flag 0 means 1 byte only in a single segment.
     _FCS_BYTES, _DICTIONARY_ID_BYTES = (0, 2, 4, 8), (0, 1, 2, 4)
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "the compressed stream") -> None:
+        self.name = name
         self.offset = 0            # bytes of the stream seen
         self.frames = 0            # complete zstd frames
         self._state, self._need = "magic", 4
@@ -739,9 +749,8 @@ class ZstdFrames:
                 self._advance(field, self.offset + pos - len(field))
         self.offset += size
 
-    @staticmethod
-    def _bad(what: str) -> NoReturn:
-        raise BackupFailed(f"the compressed stream is not whole zstd frames: {what}")
+    def _bad(self, what: str) -> NoReturn:
+        raise BackupFailed(f"{self.name} is not whole zstd frames: {what}")
 
     def _advance(self, field: bytes, at: int) -> None:
         value = int.from_bytes(field, "little")
@@ -846,8 +855,16 @@ def dump_database(*, database: str, bucket: str, prefix: str, defaults_file: str
             check = _TailCheck(reaper, gentle, decompress_argv)
             feed = check.feed
         first = compress_frame(gentle + compress_argv, header, compression)
+        if walk:
+            # Walked on its own: a cut in it would otherwise be read on into the stream that follows,
+            # whose bytes can happen to complete the structure (seen when a cut header frame was accepted).
+            header_walk = ZstdFrames("the compressed header frame")
+            header_walk.feed(first)
+            header_walk.finish()
+            walk.offset = len(first)   # byte offsets in its errors are the object's
+        else:
+            feed(first)
         upload.write(first)
-        feed(first)
         try:
             _upload_stream(compressor.stdout, upload, progress, feed)
         except BaseException:
