@@ -47,6 +47,7 @@ def download_verified(session: Session, s3, manifest: dict[str, Any], bucket: st
         s3api.download(s3, bucket, key, str(path), on_bytes)
     except AWS_ERRORS + (OSError,) as e:   # OSError: a full or unwritable local disk
         raise CommandError(f"downloading s3://{bucket}/{key}: {describe(e)}") from None
+    session.progress("downloaded; checking its size and SHA-256 against the manifest")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(qd.MIB), b""):
