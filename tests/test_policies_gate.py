@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,8 @@ from scripts.commands.base import Context
 from scripts.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from scripts.offline.policy_gate import PolicyGate, PolicyPackError
 from tests.fixtures.policy_pack import Resources, violations_of
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NS = "quickport-backup"
 
@@ -212,6 +217,32 @@ def test_pack_that_prints_a_port_but_never_answers_is_reported_and_stopped(tmp_p
     with pytest.raises(ProcessLookupError):  # the pack was stopped, not left running
         os.kill(int((tmp_path / "pid").read_text()), 0)
 
+
+
+def test_the_pack_starting_in_the_background_imports_nothing_on_its_thread():
+    """`preview` runs the program (which imports pulumi) while the pack starts on a worker thread.
+    Imports on two threads at once can hand one of them a partially initialised pulumi module (CI saw
+    `preview` fail with "partially initialized module ... circular import"), so every import the
+    start needs happens before the thread begins. A fresh interpreter, so nothing is imported yet."""
+    script = textwrap.dedent("""
+        import json, sys, threading
+        imported_on = []
+        class Recorder:
+            def find_spec(self, name, path=None, target=None):
+                imported_on.append((threading.current_thread().name, name))
+        sys.meta_path.insert(0, Recorder())
+        from scripts.offline.policy_gate import PolicyGate
+        gate = PolicyGate(stack_config={"aws:region": "ap-south-1"}).start_in_background()
+        gate.wait_started()
+        gate.close()
+        print(json.dumps({"on_the_pack_thread": [n for t, n in imported_on if t == "policy-pack-start"],
+                          "policies": len(gate.policies)}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["policies"] > 0  # the pack did start, on that thread
+    assert report["on_the_pack_thread"] == []
 
 # --- every option on passes the gate ----------------------------------------------------------------
 

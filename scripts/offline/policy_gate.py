@@ -241,6 +241,27 @@ def _is_provider(resource: Any) -> bool:
     return resource.type.startswith("pulumi:providers:")
 
 
+def _import_what_start_needs() -> None:
+    """Import, on the calling thread, every module PolicyGate.start() uses, grpc's lazily imported
+    channel and server modules included. Two threads importing pulumi's modules at once can be handed
+    a partially initialised module (CPython breaks the import-lock cycle that way), and `backupctl
+    preview` runs the program, which imports pulumi, while the pack starts on a worker thread."""
+    import importlib
+
+    for name in ("grpc", "google.protobuf.empty_pb2", "google.protobuf.json_format",
+                 "pulumi.runtime.proto.analyzer_pb2", "pulumi.runtime.proto.analyzer_pb2_grpc",
+                 "pulumi.runtime.proto.engine_pb2", "pulumi.runtime.proto.engine_pb2_grpc", "yaml",
+                 "scripts.offline.engine"):
+        importlib.import_module(name)
+    # grpc imports these inside grpc.server(), insecure_channel() and channel_ready_future(); they
+    # are private, so a grpcio without them only loses the head start, not the preview.
+    for name in ("grpc._channel", "grpc._server", "grpc._utilities"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 # --- a minimal engine: the pack may log through it ------------------------------------------------
 
 def _start_engine(sink: list[str]):
@@ -335,6 +356,8 @@ class PolicyGate:
     def start_in_background(self) -> "PolicyGate":
         """Start the pack on a worker thread; evaluate() waits for it. `backupctl preview` runs the
         program on the mock engine meanwhile, so the pack's start-up costs (almost) no wall time."""
+        _import_what_start_needs()
+
         def run() -> None:
             try:
                 self.start()
