@@ -218,7 +218,6 @@ def test_pack_that_prints_a_port_but_never_answers_is_reported_and_stopped(tmp_p
         os.kill(int((tmp_path / "pid").read_text()), 0)
 
 
-
 def test_the_pack_starting_in_the_background_imports_nothing_on_its_thread():
     """`preview` runs the program (which imports pulumi) while the pack starts on a worker thread.
     Imports on two threads at once can hand one of them a partially initialised pulumi module (CI saw
@@ -243,6 +242,7 @@ def test_the_pack_starting_in_the_background_imports_nothing_on_its_thread():
     report = json.loads(proc.stdout.splitlines()[-1])
     assert report["policies"] > 0  # the pack did start, on that thread
     assert report["on_the_pack_thread"] == []
+
 
 # --- every option on passes the gate ----------------------------------------------------------------
 
